@@ -1,0 +1,11 @@
+"""jaxsens: sensitivity analysis for neural networks, as pure JAX functions.
+
+A model (Keras, ONNX from PyTorch or scikit-learn, or a JAX function) is converted once into
+``Model(apply, params)`` with ``apply(params, x)`` a pure function of one sample; every method is a plain function
+``method(model, data, *, options) -> Result`` that streams fixed-size chunks through one compiled kernel.
+"""
+
+from jaxsens._model import Model, load_model
+
+__all__ = ["Model", "load_model"]
+__version__ = "0.1.0"
