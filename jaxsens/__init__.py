@@ -5,7 +5,8 @@ A model (Keras, ONNX from PyTorch or scikit-learn, or a JAX function) is convert
 ``method(model, data, *, options) -> Result`` that streams fixed-size chunks through one compiled kernel.
 """
 
+from jaxsens import examples
 from jaxsens._model import Model, load_model
 
-__all__ = ["Model", "load_model"]
+__all__ = ["Model", "examples", "load_model"]
 __version__ = "0.1.0"

@@ -105,6 +105,40 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: str | None) -> None:
         raise ModelFileError(f"could not read the ONNX model's external data: {e}") from e
 
 
+def _subgraph_free_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a sub-graph reads from enclosing scopes."""
+    defined = {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
+    used = set()
+    for n in graph.node:
+        used.update(i for i in n.input if i)
+        for attr in n.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                used.update(_subgraph_free_names(sub))
+        defined.update(n.output)
+    return used - defined
+
+
+def _pruned(graph: onnx.GraphProto, output: str) -> onnx.GraphProto:
+    """A copy of ``graph`` with only the nodes (and initializers) that ``output`` depends on."""
+    needed = {output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                    needed.update(_subgraph_free_names(sub))
+    out = onnx.GraphProto()
+    out.name = graph.name
+    out.node.extend(reversed(keep))
+    out.initializer.extend(t for t in graph.initializer if t.name in needed)
+    out.input.extend(vi for vi in graph.input if vi.name in needed or vi.name not in {t.name for t in graph.initializer})
+    out.output.extend(vi for vi in graph.output if vi.name == output)
+    out.value_info.extend(graph.value_info)
+    return out
+
+
 def _decode_attr(attr: onnx.AttributeProto):
     value = helper.get_attribute_value(attr)
     if isinstance(value, bytes):
@@ -161,8 +195,20 @@ class OnnxFunction:
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         graph = proto.graph
         self.graph_name = graph.name
-        self.nodes = [_Node(n, i) for i, n in enumerate(graph.node)]
+        self.output_names = tuple(vi.name for vi in graph.output)
+        self.output_dtypes = tuple(
+            np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            if vi.type.HasField("tensor_type")
+            else np.dtype(object)
+            for vi in graph.output
+        )
+        self.output = self._choose_output(output)
+        # Keep only the nodes the chosen output depends on: e.g. a scikit-learn classifier's label / ZipMap branch
+        # (ai.onnx.ml ops) is dropped when its probabilities are explained.
+        graph = _pruned(graph, self.output)
         self._check_supported(graph)
+        self.nodes = [_Node(n, i) for i, n in enumerate(graph.node)]
+        self._check_attributes()
 
         initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         init_types = {t.name: t.data_type for t in graph.initializer}
@@ -181,17 +227,9 @@ class OnnxFunction:
         self.input_dtypes = tuple(
             np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)) for vi in graph_inputs
         )
-        self.output_names = tuple(vi.name for vi in graph.output)
-        self.output_dtypes = tuple(
-            np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
-            if vi.type.HasField("tensor_type")
-            else np.dtype(object)
-            for vi in graph.output
-        )
-        self.output = self._choose_output(output)
         self._layers = self._find_layers()
         self.layer_names = tuple(self._layers)
-        self.fingerprint = self._fingerprint(proto)
+        self.fingerprint = self._fingerprint(graph)
 
     # ---------------------------------------------------------------- construction helpers
     def _check_supported(self, graph: onnx.GraphProto) -> None:
@@ -204,6 +242,8 @@ class OnnxFunction:
                         f"ONNX op {where!r} (node {n.name or i!r}) is not supported by jaxsens. "
                         f"Supported ops: {', '.join(supported_ops(None))}"
                     )
+
+    def _check_attributes(self) -> None:
         for node in self.nodes:
             if node.spec.attributes is None:
                 continue
@@ -260,9 +300,9 @@ class OnnxFunction:
             layers[key] = node.outputs[0]
         return layers
 
-    def _fingerprint(self, proto: onnx.ModelProto) -> str:
+    def _fingerprint(self, graph: onnx.GraphProto) -> str:
         g = onnx.GraphProto()
-        g.CopyFrom(proto.graph)
+        g.CopyFrom(graph)
         for t in g.initializer:
             if t.name in self.params:
                 dims, dt, name = list(t.dims), t.data_type, t.name
