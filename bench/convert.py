@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxsens  # noqa: E402
-from _common import machine_info, print_table, write_json  # noqa: E402
+from _common import format_table, machine_info, write_json  # noqa: E402
 
 
 def keras_fixtures(tmp):
@@ -178,8 +178,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         fixtures = keras_fixtures(tmp) + onnx_fixtures(tmp)
         results = [measure(*f, repeats=args.repeats) for f in fixtures]
-    cols = ["model", "to_onnx_s", "from_onnx_s", "compile_s", "predict_ms", "jac_compile_s", "max_abs_diff", "n_params"]
-    print_table(results, cols)
+    cols = [("model", "model", "{}"), ("to_onnx_s", "Keras->ONNX s", "{:.2f}"), ("from_onnx_s", "ONNX->JAX s", "{:.3f}"),
+            ("compile_s", "1st predict s", "{:.2f}"), ("predict_ms", "warm predict ms", "{:.2f}"),
+            ("jac_compile_s", "1st jacobian s", "{:.2f}"), ("max_abs_diff", "max |diff|", "{:.1e}"),
+            ("n_params", "params", "{:,}")]
+    print(format_table(results, cols))
+    print(format_table(results, cols, markdown=True))
     path = write_json("convert.json", {"machine": machine_info(), "repeats": args.repeats, "results": results})
     print(f"wrote {path}")
 

@@ -244,15 +244,7 @@ class OnnxFunction:
                     )
 
     def _check_attributes(self) -> None:
-        for node in self.nodes:
-            if node.spec.attributes is None:
-                continue
-            unknown = set(node.attrs) - node.spec.attributes
-            if unknown:
-                raise UnsupportedOpError(
-                    f"{node.op_type} node {node.name!r} has attribute(s) {sorted(unknown)} that jaxsens does not "
-                    f"implement (supported: {sorted(node.spec.attributes)})"
-                )
+        _check_node_attributes(self.nodes)
 
     @staticmethod
     def _static_slots(graph: onnx.GraphProto) -> set[str]:
@@ -359,6 +351,21 @@ class OnnxFunction:
         return {n: _unbatch(out[t]) for n, t in zip(names, tensors)}
 
 
+def _check_node_attributes(nodes: Sequence[_Node]) -> None:
+    for node in nodes:
+        for value in node.attrs.values():
+            if isinstance(value, onnx.GraphProto):
+                _check_node_attributes([_Node(n, i) for i, n in enumerate(value.node)])
+        if node.spec.attributes is None:
+            continue
+        unknown = set(node.attrs) - node.spec.attributes
+        if unknown:
+            raise UnsupportedOpError(
+                f"{node.op_type} node {node.name!r} has attribute(s) {sorted(unknown)} that jaxsens does not "
+                f"implement (supported: {sorted(node.spec.attributes)})"
+            )
+
+
 def _unbatch(v):
     import jax.numpy as jnp
 
@@ -393,7 +400,7 @@ def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int) -> dict[
 
     for node in nodes:
         args = [env[i] if i else None for i in node.inputs]
-        ctx = OpContext(node.name, node.op_type, opset, _subgraph_runner(env, opset), env, node.inputs)
+        ctx = OpContext(node.name, node.op_type, opset, _subgraph_runner(env, opset), env, node.inputs, node.outputs)
         try:
             if all(_is_static(a) for a in args) and node.op_type not in _NEVER_FOLD:
                 with jax.ensure_compile_time_eval():
@@ -421,7 +428,8 @@ def _subgraph_runner(env, opset):
 
 
 # Ops that must not be constant-folded even with static inputs (random generators).
-_NEVER_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+# Sub-graph ops read the enclosing scope (possibly the traced input), so they are never folded either.
+_NEVER_FOLD = frozenset({"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
 def run_subgraph(graph: onnx.GraphProto, inputs: Sequence[Any], outer_env: Mapping[str, Any], opset: int = 13):

@@ -96,6 +96,7 @@ class OpContext:
     run_subgraph: Callable[..., Any]  # run_subgraph(graph_proto, inputs: list, outer_env) -> list of outputs
     outer_env: dict[str, Any]
     input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
     def error(self, message: str) -> ConversionError:
         return ConversionError(f"{self.op_type} node {self.node_name!r}: {message}")

@@ -1,1 +1,408 @@
-"""ONNX ops: rnn."""
+"""Recurrent ONNX ops: ``RNN``, ``GRU`` and ``LSTM`` (opsets 7-22), each one ``jax.lax.scan`` over time.
+
+Shapes follow the ONNX spec, with ``T`` time steps, ``N`` batch, ``I`` input size, ``H`` hidden size, ``D``
+directions (2 for ``direction="bidirectional"``, else 1) and ``G`` gates (``RNN`` 1; ``GRU`` 3 in order z, r, h;
+``LSTM`` 4 in order i, o, f, c):
+
+* ``X`` ``[T, N, I]`` (``layout=0``) or ``[N, T, I]`` (``layout=1``);
+* ``W`` ``[D, G*H, I]``, ``R`` ``[D, G*H, H]``, ``B`` ``[D, 2*G*H]`` (``Wb`` then ``Rb``), ``P`` ``[D, 3*H]`` (LSTM
+  peepholes i, o, f);
+* ``sequence_lens`` ``[N]``; ``initial_h`` / ``initial_c`` ``[D, N, H]`` (``layout=1``: ``[N, D, H]``);
+* outputs ``Y`` ``[T, D, N, H]`` (``layout=1``: ``[N, T, D, H]``), ``Y_h`` / ``Y_c`` ``[D, N, H]`` (``layout=1``:
+  ``[N, D, H]``).
+
+The input projection ``X W^T + Wb`` of every step is one matrix product before the scan; the scan body holds only
+the recurrent products, and runs every direction in the same step (the reverse direction reads time backwards).
+
+Choices where the spec is silent follow onnxruntime's CPU kernels, the runtime most exporters are checked against:
+
+* ``clip`` bounds every gate pre-activation (peephole and biases included) to ``[-clip, clip]``; the LSTM cell
+  state fed to ``h`` is not clipped;
+* ``activation_alpha`` / ``activation_beta`` are consumed in order by the activations that take them (``Affine``,
+  ``LeakyRelu``, ``ThresholdedRelu``, ``ScaledTanh``, ``HardSigmoid``, ``Elu``); once a list runs out, the ONNX
+  defaults apply (``HardSigmoid`` 0.2 / 0.5 -- Keras 2's ``hard_sigmoid``, as tf2onnx emits it -- ``LeakyRelu``
+  0.01, ``Elu`` 1, ``ThresholdedRelu`` 1, ``Affine`` 1 / 0, ``ScaledTanh`` 1 / 1);
+* ``input_forget=1`` couples the LSTM gates as ``f = 1 - i``;
+* with ``sequence_lens``, steps past a sequence's end leave its state unchanged and write zeros to ``Y``; ``Y_h`` /
+  ``Y_c`` hold the state after the last valid step (zeros for a sequence of length 0). The reverse direction of
+  a shorter sequence starts at its own last valid step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from converters.onnx_to_jax.registry import register_op
+
+__all__ = ["ACTIVATIONS"]
+
+_DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+
+
+def _hard_sigmoid(x, alpha, beta):
+    return jnp.clip(alpha * x + beta, 0.0, 1.0)
+
+
+def _elu(x, alpha, beta):
+    return jnp.where(x >= 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
+
+
+# lower-case name -> (fn(x, alpha, beta), takes alpha, takes beta, default alpha, default beta)
+ACTIVATIONS: dict[str, tuple[Callable, bool, bool, float, float]] = {
+    "relu": (lambda x, a, b: jax.nn.relu(x), False, False, 0.0, 0.0),
+    "tanh": (lambda x, a, b: jnp.tanh(x), False, False, 0.0, 0.0),
+    "sigmoid": (lambda x, a, b: jax.nn.sigmoid(x), False, False, 0.0, 0.0),
+    "affine": (lambda x, a, b: a * x + b, True, True, 1.0, 0.0),
+    "leakyrelu": (lambda x, a, b: jnp.where(x >= 0, x, a * x), True, False, 0.01, 0.0),
+    "thresholdedrelu": (lambda x, a, b: jnp.where(x > a, x, 0.0), True, False, 1.0, 0.0),
+    "scaledtanh": (lambda x, a, b: a * jnp.tanh(b * x), True, True, 1.0, 1.0),
+    "hardsigmoid": (_hard_sigmoid, True, True, 0.2, 0.5),
+    "elu": (_elu, True, False, 1.0, 0.0),
+    "softsign": (lambda x, a, b: x / (1.0 + jnp.abs(x)), False, False, 0.0, 0.0),
+    "softplus": (lambda x, a, b: jax.nn.softplus(x), False, False, 0.0, 0.0),
+}
+
+
+def _activation_fns(ctx, activations, alphas, betas, *, defaults: Sequence[str], n_dirs: int) -> list[list]:
+    """The activation functions per direction: ``[[f, g, ...] forward, [f, g, ...] reverse]``."""
+    names = list(defaults) * n_dirs if activations is None else list(activations)
+    if len(names) != len(defaults) * n_dirs:
+        raise ctx.error(
+            f"activations={names} has {len(names)} entries, expected {len(defaults)} per direction x {n_dirs} "
+            f"direction(s) (e.g. {list(defaults) * n_dirs})"
+        )
+    alphas, betas = list(alphas or []), list(betas or [])
+    fns = []
+    for name in names:
+        key = name.lower()
+        if key not in ACTIVATIONS:
+            raise ctx.error(
+                f"activation {name!r} is not an ONNX recurrent activation; use one of "
+                "Relu, Tanh, Sigmoid, Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign, "
+                "Softplus"
+            )
+        fn, takes_alpha, takes_beta, alpha, beta = ACTIVATIONS[key]
+        if takes_alpha and alphas:
+            alpha = float(alphas.pop(0))
+        if takes_beta and betas:
+            beta = float(betas.pop(0))
+        fns.append(lambda x, fn=fn, alpha=alpha, beta=beta: fn(x, alpha, beta))
+    k = len(defaults)
+    return [fns[d * k : (d + 1) * k] for d in range(n_dirs)]
+
+
+def _sequence_mask(ctx, sequence_lens, n_steps: int, batch: int):
+    """``(mask [T, N] or None, lens [N] or None)``; ``None`` when every sequence is known to be full length."""
+    if sequence_lens is None:
+        return None, None
+    if isinstance(sequence_lens, np.ndarray | np.generic):
+        lens = np.asarray(sequence_lens).astype(np.int64).reshape(-1)
+        if lens.shape[0] not in (1, batch):
+            raise ctx.error(f"sequence_lens has {lens.shape[0]} entries for a batch of {batch}")
+        if np.any(lens < 0) or np.any(lens > n_steps):
+            raise ctx.error(f"sequence_lens={lens.tolist()} must lie in [0, {n_steps}] (the sequence length)")
+        if np.all(lens == n_steps):
+            return None, None
+        lens = np.broadcast_to(lens, (batch,))
+        return np.arange(n_steps)[:, None] < lens[None, :], lens
+    lens = jnp.asarray(sequence_lens).reshape(-1)
+    lens = jnp.broadcast_to(lens, (batch,))
+    return jnp.arange(n_steps)[:, None] < lens[None, :], lens
+
+
+def _recurrent(
+    ctx,
+    kind: str,
+    X,
+    W,
+    R,
+    B,
+    sequence_lens,
+    initial_h,
+    initial_c,
+    P,
+    *,
+    activations,
+    activation_alpha,
+    activation_beta,
+    clip,
+    direction: str,
+    hidden_size,
+    layout: int,
+    input_forget: int = 0,
+    linear_before_reset: int = 0,
+):
+    """The shared body of ``RNN`` / ``GRU`` / ``LSTM`` (``kind``); returns ``(Y, Y_h)`` or ``(Y, Y_h, Y_c)``."""
+    n_gates, defaults = {
+        "RNN": (1, ["Tanh"]),
+        "GRU": (3, ["Sigmoid", "Tanh"]),
+        "LSTM": (4, ["Sigmoid", "Tanh", "Tanh"]),
+    }[kind]
+    if direction not in _DIRECTIONS:
+        raise ctx.error(f"direction={direction!r} is not one of {sorted(_DIRECTIONS)}")
+    if layout not in (0, 1):
+        raise ctx.error(f"layout={layout!r} must be 0 ([T, N, I]) or 1 ([N, T, I])")
+    n_dirs = _DIRECTIONS[direction]
+    X = jnp.asarray(X)
+    dtype = X.dtype
+    if X.ndim != 3:
+        raise ctx.error(f"X must have 3 axes, got shape {X.shape}")
+    if layout == 1:
+        X = jnp.swapaxes(X, 0, 1)
+    n_steps, batch, _ = X.shape
+    W = jnp.asarray(W, dtype)
+    R = jnp.asarray(R, dtype)
+    H = R.shape[-1]
+    if hidden_size is not None and int(hidden_size) != H:
+        raise ctx.error(f"hidden_size={hidden_size} does not match R's last axis {H} (R shape {R.shape})")
+    if W.shape[0] != n_dirs or W.shape[1] != n_gates * H or R.shape != (n_dirs, n_gates * H, H):
+        raise ctx.error(
+            f"direction={direction!r} with hidden size {H} needs W [{n_dirs}, {n_gates * H}, input_size] and R "
+            f"[{n_dirs}, {n_gates * H}, {H}], got W {W.shape} and R {R.shape}"
+        )
+    Wb = Rb = jnp.zeros((n_dirs, n_gates * H), dtype)
+    if B is not None:
+        B = jnp.asarray(B, dtype).reshape(n_dirs, 2 * n_gates * H)
+        Wb, Rb = B[:, : n_gates * H], B[:, n_gates * H :]
+
+    def initial(v):
+        if v is None:
+            return jnp.zeros((n_dirs, batch, H), dtype)
+        v = jnp.asarray(v, dtype)
+        if layout == 1:
+            v = jnp.swapaxes(v, 0, 1)
+        return jnp.broadcast_to(v, (n_dirs, batch, H))
+
+    h0 = initial(initial_h)
+    c0 = initial(initial_c) if kind == "LSTM" else None
+    peep = None
+    if kind == "LSTM" and P is not None:
+        peep = jnp.split(jnp.asarray(P, dtype).reshape(n_dirs, 3 * H), 3, axis=-1)  # i, o, f: [D, H] each
+    acts = _activation_fns(
+        ctx, activations, activation_alpha, activation_beta, defaults=defaults, n_dirs=n_dirs
+    )
+    mask, lens = _sequence_mask(ctx, sequence_lens, n_steps, batch)
+
+    # Input projections of all steps at once: [D, T, N, G*H]. Every bias that is simply added before an activation
+    # goes in here; GRU with linear_before_reset keeps Rbh for the reset-gated recurrent term.
+    proj_bias = Wb + Rb
+    if kind == "GRU" and linear_before_reset:
+        proj_bias = Wb + Rb.at[:, 2 * H :].set(0.0)
+    xw = jnp.einsum("tni,dgi->dtng", X, W) + proj_bias[:, None, None, :]
+    reverse = [direction == "reverse" or d == 1 for d in range(n_dirs)]
+    xs = []
+    for d in range(n_dirs):
+        m = None if mask is None else (mask[::-1] if reverse[d] else mask)
+        xs.append((xw[d, ::-1] if reverse[d] else xw[d], m))
+
+    bound = None if clip is None else float(clip)
+
+    def clipped(v):
+        return v if bound is None else jnp.clip(v, -bound, bound)
+
+    def cell(d, state, xw_t):
+        Rd = R[d]
+        if kind == "RNN":
+            (h,) = state
+            (f,) = acts[d]
+            return (f(clipped(xw_t + h @ Rd.T)),)
+        if kind == "GRU":
+            (h,) = state
+            f, g = acts[d]
+            zr = xw_t[:, : 2 * H] + h @ Rd[: 2 * H].T
+            z = f(clipped(zr[:, :H]))
+            r = f(clipped(zr[:, H:]))
+            if linear_before_reset:
+                pre = xw_t[:, 2 * H :] + r * (h @ Rd[2 * H :].T + Rb[d, 2 * H :])
+            else:
+                pre = xw_t[:, 2 * H :] + (r * h) @ Rd[2 * H :].T
+            return ((1.0 - z) * g(clipped(pre)) + z * h,)
+        h, c = state
+        f, g, act_h = acts[d]
+        gi, go, gf, gc = jnp.split(xw_t + h @ Rd.T, 4, axis=-1)
+        if peep is not None:
+            gi = gi + peep[0][d] * c
+            gf = gf + peep[2][d] * c
+        i = f(clipped(gi))
+        forget = 1.0 - i if input_forget else f(clipped(gf))
+        c_new = forget * c + i * g(clipped(gc))
+        if peep is not None:
+            go = go + peep[1][d] * c_new
+        o = f(clipped(go))
+        return (o * act_h(c_new), c_new)
+
+    def step(carry, xs_t):
+        new_carry, ys = [], []
+        for d in range(n_dirs):
+            xw_t, m_t = xs_t[d]
+            new = cell(d, carry[d], xw_t)
+            if m_t is None:
+                y = new[0]
+            else:
+                keep = m_t[:, None]
+                new = tuple(jnp.where(keep, n, s) for n, s in zip(new, carry[d]))
+                y = jnp.where(keep, new[0], jnp.zeros_like(new[0]))
+            new_carry.append(new)
+            ys.append(y)
+        return tuple(new_carry), tuple(ys)
+
+    init = tuple((h0[d],) if c0 is None else (h0[d], c0[d]) for d in range(n_dirs))
+    final, ys = jax.lax.scan(step, init, tuple(xs))
+
+    Y = jnp.stack([y[::-1] if reverse[d] else y for d, y in enumerate(ys)], axis=1)  # [T, D, N, H]
+    Y_h = jnp.stack([s[0] for s in final])  # [D, N, H]
+    Y_c = jnp.stack([s[1] for s in final]) if kind == "LSTM" else None
+    if lens is not None:
+        started = (jnp.asarray(lens) > 0)[None, :, None]
+        Y_h = jnp.where(started, Y_h, jnp.zeros_like(Y_h))
+        Y_c = None if Y_c is None else jnp.where(started, Y_c, jnp.zeros_like(Y_c))
+    if layout == 1:
+        Y = jnp.transpose(Y, (2, 0, 1, 3))
+        Y_h = jnp.swapaxes(Y_h, 0, 1)
+        Y_c = None if Y_c is None else jnp.swapaxes(Y_c, 0, 1)
+    return (Y, Y_h) if Y_c is None else (Y, Y_h, Y_c)
+
+
+@register_op("RNN")
+def rnn(
+    ctx,
+    X,
+    W,
+    R,
+    B=None,
+    sequence_lens=None,
+    initial_h=None,
+    *,
+    activation_alpha=None,
+    activation_beta=None,
+    activations=None,
+    clip=None,
+    direction="forward",
+    hidden_size=None,
+    layout=0,
+    output_sequence=0,
+):
+    """Elman RNN: ``H_t = f(X_t W^T + H_{t-1} R^T + Wb + Rb)``; returns ``(Y, Y_h)`` (shapes in the module doc).
+
+    ``output_sequence`` (opset 1 only) is accepted and ignored: ``Y`` is always computed.
+    """
+    return _recurrent(
+        ctx,
+        "RNN",
+        X,
+        W,
+        R,
+        B,
+        sequence_lens,
+        initial_h,
+        None,
+        None,
+        activations=activations,
+        activation_alpha=activation_alpha,
+        activation_beta=activation_beta,
+        clip=clip,
+        direction=direction,
+        hidden_size=hidden_size,
+        layout=layout,
+    )
+
+
+@register_op("GRU")
+def gru(
+    ctx,
+    X,
+    W,
+    R,
+    B=None,
+    sequence_lens=None,
+    initial_h=None,
+    *,
+    activation_alpha=None,
+    activation_beta=None,
+    activations=None,
+    clip=None,
+    direction="forward",
+    hidden_size=None,
+    layout=0,
+    linear_before_reset=0,
+    output_sequence=0,
+):
+    """GRU, gates z, r, h; returns ``(Y, Y_h)``.
+
+    ``z = f(X Wz^T + H Rz^T + Wbz + Rbz)``, ``r = f(X Wr^T + H Rr^T + Wbr + Rbr)``,
+    ``h = g(X Wh^T + (r * H) Rh^T + Rbh + Wbh)`` (``linear_before_reset=1``: ``g(X Wh^T + r * (H Rh^T + Rbh) +
+    Wbh)``, PyTorch's and Keras's ``reset_after``), ``H' = (1 - z) * h + z * H``.
+    """
+    return _recurrent(
+        ctx,
+        "GRU",
+        X,
+        W,
+        R,
+        B,
+        sequence_lens,
+        initial_h,
+        None,
+        None,
+        activations=activations,
+        activation_alpha=activation_alpha,
+        activation_beta=activation_beta,
+        clip=clip,
+        direction=direction,
+        hidden_size=hidden_size,
+        layout=layout,
+        linear_before_reset=linear_before_reset,
+    )
+
+
+@register_op("LSTM")
+def lstm(
+    ctx,
+    X,
+    W,
+    R,
+    B=None,
+    sequence_lens=None,
+    initial_h=None,
+    initial_c=None,
+    P=None,
+    *,
+    activation_alpha=None,
+    activation_beta=None,
+    activations=None,
+    clip=None,
+    direction="forward",
+    hidden_size=None,
+    input_forget=0,
+    layout=0,
+    output_sequence=0,
+):
+    """LSTM, gates i, o, f, c, optional peepholes ``P`` (i, o, f); returns ``(Y, Y_h, Y_c)``.
+
+    ``i = f(X Wi^T + H Ri^T + Pi * C + Wbi + Rbi)``, ``f = f(... Pf * C ...)`` (``1 - i`` if ``input_forget``),
+    ``c = g(X Wc^T + H Rc^T + Wbc + Rbc)``, ``C' = f * C + i * c``, ``o = f(... Po * C' ...)``, ``H' = o * h(C')``.
+    """
+    return _recurrent(
+        ctx,
+        "LSTM",
+        X,
+        W,
+        R,
+        B,
+        sequence_lens,
+        initial_h,
+        initial_c,
+        P,
+        activations=activations,
+        activation_alpha=activation_alpha,
+        activation_beta=activation_beta,
+        clip=clip,
+        direction=direction,
+        hidden_size=hidden_size,
+        layout=layout,
+        input_forget=input_forget,
+    )
