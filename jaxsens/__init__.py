@@ -6,7 +6,18 @@ A model (Keras, ONNX from PyTorch or scikit-learn, or a JAX function) is convert
 """
 
 from jaxsens import examples
+from jaxsens._jacobian import jacobian_importance
 from jaxsens._model import Model, load_model
+from jaxsens._results import JacobianImportance, load_result
+from jaxsens._stats import CorrelatedInputsWarning
 
-__all__ = ["Model", "examples", "load_model"]
+__all__ = [
+    "CorrelatedInputsWarning",
+    "JacobianImportance",
+    "Model",
+    "examples",
+    "jacobian_importance",
+    "load_model",
+    "load_result",
+]
 __version__ = "0.1.0"

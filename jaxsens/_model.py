@@ -29,8 +29,10 @@ Shape = tuple[int, ...]
         "output_names",
         "layer_names",
         "input_names",
-        "source",
     ],
+    # `source` is only a label for reports: kept out of the pytree so that two weekly files of one architecture,
+    # loaded from different paths, still share compiled code (unflattened copies inside jit see the default).
+    drop_fields=["source"],
 )
 @dataclasses.dataclass(frozen=True)
 class Model:
@@ -67,7 +69,7 @@ class Model:
     output_names: tuple[str, ...] | None = None
     layer_names: tuple[str, ...] = ()
     input_names: tuple[str, ...] = ("x",)
-    source: str = ""
+    source: str = dataclasses.field(default="", compare=False)
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -1,0 +1,303 @@
+"""The streaming engine: one jitted kernel over fixed-size chunks, statistics folded in float64 on the host.
+
+Design note
+-----------
+Every sensitivity method is ``kernel(model, xs, mask, row_index) -> per-chunk stats pytree`` (a module-level
+``jax.jit`` function, written for one chunk with ``jax.vmap`` over one-sample maths) plus a ``finalize`` on
+the merged statistics. :func:`run` is the only loop::
+
+    source --[prefetch thread: read block, cast, NaN check, pad + mask, device_put]--> queue(depth 2)
+           --[main thread: dispatch kernel (async), start device->host copy of its stats]--> in-flight deque
+           --[once ``depth`` newer chunks are dispatched: to_host + float64 Chan merge]--> merged stats
+
+* **One compile.** Chunks always have ``batch_size`` rows (the last one padded with its last real row and
+  masked), the model crosses ``jit`` as a pytree (weights are leaves, the architecture is static), so a data
+  set compiles the kernel once, and a second model with the same architecture reuses it.
+* **Overlap.** Host work (file reads, casts, finiteness checks, host->device copies) runs in a background
+  thread while the device computes; the main thread never waits on chunk k before dispatching k+1 (JAX
+  dispatch is asynchronous): it only reads back the small statistics of chunk k after chunk k+``depth`` is
+  queued. Nothing of size ``batch_size`` comes back to the host.
+* **Accuracy.** Kernels summarise a chunk in float32 with two-pass shifted moments (exact for constants); the
+  host merges chunk summaries in float64 with Chan et al.'s pairwise update. Per-chunk float32 error is ~1e-7
+  relative and does not accumulate across chunks, so results agree across batch sizes and device counts to
+  ~1e-7 and a 1,000,000-row mean matches a float64 reference to well under 1e-5.
+* **Devices.** With several local devices the batch axis is sharded over a 1-D ``Mesh`` (``NamedSharding``
+  with ``P("batch")``); the weights are replicated; XLA inserts the cross-device reductions. ``batch_size`` is
+  rounded up to a multiple of the device count.
+* **Memory.** Only ``depth + prefetch`` chunks and the statistics are alive at a time: nothing grows with N.
+* **Batch size.** :func:`choose_batch_size` divides a per-device memory budget (128 MiB on CPU, where larger
+  chunks stop paying off once GEMMs are big enough; 1 GiB on accelerators, which need wide batches to fill)
+  by an upper bound on the bytes one sample needs (the sum of all intermediate values of the traced per-sample
+  computation, :func:`estimate_bytes_per_sample`), rounded down to a power of two in ``[64, 65536]``, and
+  never larger than the data set.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsens import _stats
+from jaxsens._data import Chunk, Source, iter_chunks, open_source
+
+__all__ = ["RunInfo", "choose_batch_size", "estimate_bytes_per_sample", "run"]
+
+Kernel = Callable[[Any, jax.Array, jax.Array, jax.Array], Any]
+Progress = Callable[[int, "int | None"], None]
+
+_BUDGET_BYTES = {"cpu": 128 << 20}
+_DEFAULT_BUDGET = 1 << 30
+_MIN_BATCH, _MAX_BATCH = 64, 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a :func:`run` saw.
+
+    Attributes:
+        n_samples: rows that entered the statistics.
+        n_skipped: rows dropped by ``nan_policy="skip"``.
+        n_chunks: chunks processed.
+        batch_size: rows per chunk (over all devices).
+        n_devices: devices the batch axis was sharded over.
+        feature_names: column names from the data's header, if any.
+    """
+
+    n_samples: int
+    n_skipped: int
+    n_chunks: int
+    batch_size: int
+    n_devices: int
+    feature_names: tuple[str, ...] | None
+
+
+def run(
+    kernel: Kernel,
+    model,
+    data,
+    *,
+    batch_size: int | None = None,
+    bytes_per_sample: int | None = None,
+    nan_policy: str = "raise",
+    progress: bool | Progress | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    depth: int = 2,
+) -> tuple[Any, RunInfo]:
+    """Stream ``data`` through ``kernel`` and merge the per-chunk statistics.
+
+    Args:
+        kernel: ``kernel(model, xs, mask, row_index) -> pytree`` of :mod:`jaxsens._stats` summaries of one
+            chunk (``xs`` ``[batch_size, *input_shape]`` float32, ``mask`` ``[batch_size]`` bool,
+            ``row_index`` ``[batch_size]`` uint32). Define it once at module level with ``jax.jit``.
+        model: a :class:`jaxsens.Model` (or any pytree the kernel takes first; it needs ``input_shape`` and
+            ``feature_names`` attributes).
+        data: anything :func:`jaxsens._data.open_source` accepts, or a ``Source``.
+        batch_size: rows per chunk; default from :func:`choose_batch_size` and ``bytes_per_sample``.
+        bytes_per_sample: memory one sample needs inside the kernel (for the default ``batch_size``).
+        nan_policy: ``"raise"`` or ``"skip"`` rows holding NaN / Inf.
+        progress: ``True`` for a tqdm bar, or ``progress(rows_done, rows_total_or_None)`` called after each
+            chunk.
+        devices: devices to shard the batch over; default all local devices.
+        depth: chunks in flight on the device before the oldest one's statistics are read back.
+
+    Returns:
+        ``(stats, info)``: the merged statistics as numpy float64 (same pytree as the kernel's output) and a
+        :class:`RunInfo`.
+
+    Raises:
+        ValueError: when no row reached the statistics (empty data, or every row skipped).
+    """
+    input_shape = tuple(model.input_shape)
+    source = (
+        data
+        if isinstance(data, Source)
+        else open_source(data, input_shape=input_shape, feature_names=getattr(model, "feature_names", None))
+    )
+    devices = list(devices) if devices is not None else jax.local_devices()
+    if not devices:
+        raise ValueError("devices= is empty; pass at least one jax.Device or leave it as None")
+    n_dev = len(devices)
+    if batch_size is None:
+        batch_size = choose_batch_size(
+            bytes_per_sample or 4 * math.prod(input_shape), n_rows=source.n_rows, devices=devices
+        )
+    else:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)
+    batch_size = -(-batch_size // n_dev) * n_dev
+
+    if n_dev > 1:
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+        rows_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+        model_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    else:
+        rows_sharding = model_sharding = devices[0]
+    model = jax.device_put(model, model_sharding)
+
+    def put(chunk: Chunk):
+        return jax.device_put((chunk.xs, chunk.mask, chunk.row_index), rows_sharding)
+
+    report = _progress(progress, source.n_rows)
+    chunks = iter_chunks(source, batch_size=batch_size, input_shape=input_shape, nan_policy=nan_policy)
+    acc, pending = None, collections.deque()
+    n_valid = n_skipped = n_chunks = done = 0
+    feed = _prefetch(chunks, put)
+    try:
+        for chunk, dev in feed:
+            out = None
+            if chunk.n_valid:  # a chunk whose rows were all skipped has nothing to compute
+                out = kernel(model, *dev)
+                for leaf in jax.tree.leaves(out):
+                    leaf.copy_to_host_async()
+                n_chunks += 1
+            pending.append((chunk.n_valid + chunk.n_skipped, out))
+            n_valid += chunk.n_valid
+            n_skipped += chunk.n_skipped
+            while len(pending) > depth:
+                acc, done = _retire(pending, acc, done, report)
+        while pending:
+            acc, done = _retire(pending, acc, done, report)
+    finally:
+        feed.close()
+        report(None)
+    if n_valid == 0:
+        why = f" ({n_skipped} rows skipped for NaN / Inf)" if n_skipped else ""
+        raise ValueError(f"data ({source.description}) has no usable rows{why}")
+    info = RunInfo(n_valid, n_skipped, n_chunks, batch_size, n_dev, source.feature_names)
+    return acc, info
+
+
+def choose_batch_size(bytes_per_sample: int, *, n_rows: int | None = None, devices=None) -> int:
+    """Default rows per chunk: a per-device memory budget over ``bytes_per_sample``, as a power of two.
+
+    Args:
+        bytes_per_sample: upper bound on the memory one sample needs in the kernel.
+        n_rows: rows in the data set, when known (small data sets get a smaller chunk, less padding).
+        devices: devices the batch is sharded over (default all local devices).
+
+    Returns:
+        A power of two in ``[64, 65536]`` times the device count, at most the next power of two above
+        ``n_rows``.
+    """
+    devices = list(devices) if devices is not None else jax.local_devices()
+    budget = _BUDGET_BYTES.get(devices[0].platform, _DEFAULT_BUDGET)
+    per_device = max(_MIN_BATCH, min(_MAX_BATCH, budget // max(int(bytes_per_sample), 1)))
+    per_device = 1 << math.floor(math.log2(per_device))
+    batch = per_device * len(devices)
+    if n_rows:
+        batch = min(batch, max(len(devices), 1 << math.ceil(math.log2(max(n_rows, 1)))))
+    return batch
+
+
+def estimate_bytes_per_sample(fn: Callable, *args) -> int:
+    """Upper bound on the memory of ``fn(*args)`` for one sample: the bytes of all its traced intermediates.
+
+    Args:
+        fn: a per-sample function (e.g. the per-sample Jacobian).
+        args: example arguments (arrays or ``jax.ShapeDtypeStruct``).
+    """
+    closed = jax.make_jaxpr(fn)(*args)
+    return max(_jaxpr_bytes(closed.jaxpr), 4)
+
+
+def _jaxpr_bytes(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = getattr(v, "aval", None)
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, list | tuple) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _jaxpr_bytes(inner)
+    return total
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _retire(pending: collections.deque, acc, done: int, report) -> tuple[Any, int]:
+    """Read back the oldest in-flight chunk's statistics (blocks on it) and merge them in float64."""
+    rows, stats = pending.popleft()
+    if stats is not None:
+        acc = _stats.merge(acc, _stats.to_host(stats))
+    report(done + rows)
+    return acc, done + rows
+
+
+_DONE, _ERROR, _ITEM = object(), object(), object()
+
+
+def _prefetch(chunks: Iterator[Chunk], put: Callable, *, size: int = 2) -> Iterator[tuple[Chunk, Any]]:
+    """Run ``chunks`` (reading, casting, padding) and ``put`` (host->device) in a background thread."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def worker():
+        try:
+            for chunk in chunks:
+                if not offer((_ITEM, (chunk, put(chunk)))):
+                    return
+            offer((_DONE, None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            offer((_ERROR, e))
+
+    thread = threading.Thread(target=worker, name="jaxsens-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind is _DONE:
+                return
+            if kind is _ERROR:
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
+
+
+def _progress(progress, total: int | None) -> Callable[[int | None], None]:
+    """``report(rows_done)`` after each chunk; ``report(None)`` closes (a tqdm bar)."""
+    if progress is None or progress is False:
+        return lambda done: None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="rows", unit_scale=True, dynamic_ncols=True)
+        last = [0]
+
+        def report(done):
+            if done is None:
+                bar.close()
+                return
+            bar.update(done - last[0])
+            last[0] = done
+
+        return report
+    if not callable(progress):
+        raise TypeError(f"progress must be None, True or a callable(rows_done, rows_total), got {progress!r}")
+
+    def report(done):
+        if done is not None:
+            progress(done, total)
+
+    return report
