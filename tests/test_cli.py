@@ -1,0 +1,65 @@
+"""The ``jaxsens`` command end to end (in-process ``main``, plus the installed console script once)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+
+import jaxsens
+from jaxsens import examples
+from jaxsens.cli import main
+
+
+def test_demo_writes_ranked_outputs_and_finds_the_true_effects(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "rank" in out and "f03" in out
+    saved = jaxsens.load_result(tmp_path / "importance.json")
+    top = [name for name, _, _ in saved.ranking()[:4]]
+    assert set(top) == {"f03", "f17", "f41", "f42"}  # the inputs the label was built from
+    rows = (tmp_path / "importance.csv").read_text().splitlines()
+    assert rows[0] == "rank,feature,importance,stderr" and len(rows) == 83
+    assert (tmp_path / "importance.png").stat().st_size > 1000
+
+
+def test_importance_on_npy_matches_the_library(tmp_path, capsys):
+    data = tmp_path / "x.npy"
+    np.save(data, np.load(examples.default_data_path())[:300])
+    code = main(["importance", examples.default_model_path(), str(data), "--out", str(tmp_path), "--quiet",
+                 "--batch-size", "64", "--outputs", "class_1", "--no-plot"])
+    assert code == 0
+    saved = json.loads((tmp_path / "importance.json").read_text())
+    lib = jaxsens.jacobian_importance(jaxsens.load_model(examples.default_model_path()), data, outputs=["class_1"])
+    got = jaxsens.load_result(tmp_path / "importance.json")
+    np.testing.assert_allclose(got.mean_abs, lib.mean_abs, rtol=1e-6)
+    assert saved and got.output_names == ("class_1",)
+
+
+def test_convert_onnx_roundtrip_and_bad_input_errors(tmp_path, capsys):
+    out = tmp_path / "copy.onnx"
+    assert main(["convert", examples.default_model_path(), "-o", str(out)]) == 0
+    assert onnx.load(out).graph.node
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((10, 5), np.float32))
+    assert main(["importance", examples.default_model_path(), str(bad), "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "82" in err and "5" in err  # expected vs got
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("jaxsens")
+    assert exe, "pip install -e . should put the `jaxsens` command on PATH"
+    proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "MatMul" in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["bogus"])
+def test_unknown_method_is_rejected(method, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["importance", examples.default_model_path(), examples.default_data_path(), "--method", method])
