@@ -216,7 +216,7 @@ class OnnxFunction:
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, np.ndarray] = {}
         for name, arr in initializers.items():
-            if init_types[name] in _FLOAT_TYPES and name not in static_slots and arr.size > 1:
+            if init_types[name] in _FLOAT_TYPES and name not in static_slots:
                 self.params[name] = arr
             else:
                 self.consts[name] = arr
@@ -248,6 +248,8 @@ class OnnxFunction:
 
     @staticmethod
     def _static_slots(graph: onnx.GraphProto) -> set[str]:
+        """Tensors that must stay known at conversion time: shape-like op inputs and everything they are computed
+        from (e.g. a float scale that a Mul -> Cast chain turns into a Reshape target)."""
         names = set()
         for g in _iter_graphs(graph):
             for n in g.node:
@@ -255,6 +257,9 @@ class OnnxFunction:
                 for i in spec.static_inputs:
                     if i < len(n.input) and n.input[i]:
                         names.add(n.input[i])
+            for n in reversed(g.node):
+                if any(o in names for o in n.output):
+                    names.update(i for i in n.input if i)
         return names
 
     def _choose_output(self, output) -> str:

@@ -1,0 +1,121 @@
+r"""Dimopoulos's PaD: partial derivatives, as each input's share of the summed squared derivatives.
+
+Dimopoulos, Bourret & Lek (1995), "Use of some sensitivity criteria for choosing networks with good
+generalization ability", Neural Processing Letters 2(6); Dimopoulos, Chronopoulos, Chronopoulou-Sereli & Lek (1999),
+Ecological Modelling 120; as compared in Gevrey, Dimopoulos & Lek (2003) and Olden, Joy & Death (2004).
+
+For output :math:`k`, input :math:`i` and samples :math:`n = 1..N` with :math:`d_{kni} = \partial y_k /
+\partial x_i` at sample :math:`n`:
+
+.. math::  SSD_{ki} = \sum_n d_{kni}^2, \qquad \mathrm{PaD}_{ki} = SSD_{ki} / \sum_j SSD_{kj}
+
+(the papers report :math:`100\,\mathrm{PaD}` in percent). For sequence inputs ``[T, F]`` a feature's SSD sums over
+its time steps. Built on :func:`jaxsens.jacobian_importance`: :math:`SSD = N \cdot \mathrm{RMS}^2`, accumulated in the
+same single streaming pass, so it scales to any number of rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from jaxsens._jacobian import jacobian_importance
+from jaxsens._model import Model
+from jaxsens._results import (
+    JacobianImportance,
+    bar_plot,
+    finish_figure,
+    frame,
+    output_index,
+    pyplot,
+    ranked,
+    register_result,
+    save_result,
+)
+
+__all__ = ["PartialDerivatives", "partial_derivatives"]
+
+
+@register_result("partial_derivatives")
+@dataclasses.dataclass(frozen=True, eq=False)
+class PartialDerivatives:
+    """PaD result.
+
+    Attributes:
+        importance: ``[n_outputs, n_features]`` share of the summed squared derivatives (each row sums to 1).
+        ssd: ``[n_outputs, n_features]`` summed squared derivatives :math:`SSD_{ki}`.
+        mean: ``[n_outputs, n_features]`` mean derivative (its sign is the direction; ``[T, F]`` inputs: summed
+            over time).
+        n_samples, feature_names, output_names: as for the Jacobian.
+    """
+
+    importance: np.ndarray
+    ssd: np.ndarray
+    mean: np.ndarray
+    n_samples: int
+    feature_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def ranking(self, output: int | str | None = None) -> tuple[tuple[str, float, float], ...]:
+        """Inputs by decreasing share: ``((name, share, nan), ...)``; default the mean share over outputs."""
+        scores = self.importance.mean(axis=0) if output is None else self.importance[output_index(output, self.output_names)]
+        return ranked(self.feature_names, scores)
+
+    def to_frame(self):
+        """Tidy pandas frame: ``output``, ``feature``, ``share``, ``ssd``, ``mean``."""
+        k, f = self.importance.shape
+        return frame({
+            "output": np.repeat(np.asarray(self.output_names, dtype=object), f),
+            "feature": np.tile(np.asarray(self.feature_names, dtype=object), k),
+            "share": self.importance.reshape(-1),
+            "ssd": self.ssd.reshape(-1),
+            "mean": self.mean.reshape(-1),
+        })
+
+    def save(self, path: str | os.PathLike) -> None:
+        """JSON (lossless, atomic); read back with :func:`jaxsens.load_result`."""
+        save_result(self, path)
+
+    def plot(self, *, output: int | str | None = None, top: int = 20, path: str | os.PathLike | None = None):
+        """Ranked bars of the PaD shares."""
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 1.0 + 0.3 * min(top, len(self.feature_names))))
+        bar_plot(ax, self.ranking(output), top=top, xlabel="PaD: share of summed squared derivatives")
+        return finish_figure(fig, path)
+
+
+def pad_from_jacobian(jac: JacobianImportance) -> PartialDerivatives:
+    """PaD from a Jacobian result (no second pass over the data)."""
+    k = jac.n_outputs
+    n_features = jac.input_shape[-1]
+    sq = (jac.rms.astype(np.float64) ** 2 * jac.n_samples).reshape(k, -1, n_features)
+    ssd = sq.sum(axis=1)
+    total = ssd.sum(axis=1, keepdims=True)
+    share = np.divide(ssd, total, out=np.zeros_like(ssd), where=total > 0)
+    mean = jac.by_feature().mean.reshape(k, n_features)
+    return PartialDerivatives(share, ssd, mean, jac.n_samples, tuple(jac.feature_names), tuple(jac.output_names))
+
+
+def partial_derivatives(model: Model, data, *, batch_size: int | None = None, outputs=None, progress=None,
+                        nan_policy: str = "raise") -> PartialDerivatives:
+    """Dimopoulos's PaD over ``data``: each input's share of :math:`\\sum_n (\\partial y_k / \\partial x_i)^2`.
+
+    Args:
+        model: a one-input :class:`jaxsens.Model`.
+        data: anything :func:`jaxsens.jacobian_importance` reads (array, ``.npy`` streamed from disk, CSV, ...).
+        batch_size, outputs, progress, nan_policy: as for :func:`jaxsens.jacobian_importance`.
+
+    Returns:
+        :class:`PartialDerivatives` with ``importance`` ``[n_outputs, n_features]`` (rows sum to 1).
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> m = Model.from_function(lambda p, x: jnp.atleast_1d(p @ x), jnp.array([1.0, -2.0]), input_shape=(2,))
+        >>> np.round(partial_derivatives(m, np.zeros((4, 2))).importance, 3)
+        array([[0.2, 0.8]])
+    """
+    jac = jacobian_importance(model, data, batch_size=batch_size, outputs=outputs, progress=progress,
+                              nan_policy=nan_policy)
+    return pad_from_jacobian(jac)
