@@ -4,6 +4,7 @@
     jaxsens convert MODEL [--weights W] -o model.onnx
     jaxsens importance MODEL DATA [--method jacobian] [--out DIR] [--batch-size N] [--outputs 0,1]
     jaxsens info                              # devices and supported ONNX ops
+    jaxsens bench [--n 200000]                # Jacobian throughput of this machine vs hand-written JAX
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from jaxsens._bench import run_bench
+
+    run_bench(n=args.n, repeats=args.repeats, batch_size=args.batch_size)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxsens", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("info", help="devices and supported ONNX ops")
     p.set_defaults(fn=_cmd_info)
+
+    p = sub.add_parser("bench", help="Jacobian throughput on this machine's devices vs hand-written JAX")
+    p.add_argument("--n", type=int, default=200_000, help="rows (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.set_defaults(fn=_cmd_bench)
 
     from jaxsens import _cli_importance
 

@@ -63,3 +63,9 @@ def test_console_script_is_installed():
 def test_unknown_method_is_rejected(method, tmp_path):
     with pytest.raises(SystemExit):
         main(["importance", examples.default_model_path(), examples.default_data_path(), "--method", method])
+
+
+def test_bench_command_checks_agreement_and_reports(capsys):
+    assert main(["bench", "--n", "2048", "--repeats", "1", "--batch-size", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "jaxsens.jacobian_importance" in out and "hand-written" in out and "GFLOP/s" in out
