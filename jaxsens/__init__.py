@@ -10,28 +10,48 @@ from jaxsens._classic import NotDenseError, WeightImportance, connection_weights
 from jaxsens._dense import dense_layers, dense_model
 from jaxsens._jacobian import jacobian_importance
 from jaxsens._model import Model, load_model
+from jaxsens._metrics import Metric, accuracy, log_loss, mae, mse
 from jaxsens._pad import PartialDerivatives, partial_derivatives
+from jaxsens._permutation import PermutationImportance, permutation_importance, sklearn_permutations
+from jaxsens._perturbation import InputPerturbation, PerturbationImportance, input_perturbation, perturbation_importance
+from jaxsens._profile import ImprovedStepwise, LekProfile, improved_stepwise, lek_profile
 from jaxsens._results import JacobianImportance, load_result
 from jaxsens._stats import CorrelatedInputsWarning
 from jaxsens._stepwise import StepwiseResult, stepwise
 
 __all__ = [
     "CorrelatedInputsWarning",
+    "ImprovedStepwise",
+    "InputPerturbation",
     "JacobianImportance",
+    "LekProfile",
+    "Metric",
     "Model",
     "NotDenseError",
     "PartialDerivatives",
+    "PermutationImportance",
+    "PerturbationImportance",
     "StepwiseResult",
     "WeightImportance",
+    "accuracy",
     "connection_weights",
     "dense_layers",
     "dense_model",
     "examples",
     "garson",
+    "improved_stepwise",
+    "input_perturbation",
     "jacobian_importance",
+    "lek_profile",
     "load_model",
     "load_result",
+    "log_loss",
+    "mae",
+    "mse",
     "partial_derivatives",
+    "permutation_importance",
+    "perturbation_importance",
+    "sklearn_permutations",
     "stepwise",
     "weight_sums",
 ]
