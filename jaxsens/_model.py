@@ -137,6 +137,7 @@ class Model:
         )
         out = jax.eval_shape(fn, params, example)
         output_shape = tuple(out.shape)
+        _check_batch_axis(fn, params, shapes)
         meta_features = json.loads(fn.metadata.get(FEATURE_NAMES_KEY, "null"))
         meta_outputs = json.loads(fn.metadata.get(OUTPUT_NAMES_KEY, "null"))
         last = shapes[0][-1] if len(shapes) == 1 and shapes[0] else 1
@@ -216,6 +217,18 @@ class Model:
             xs = _multi(xs, self.input_names)
         out = _intermediates(self, xs, names)
         return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _check_batch_axis(fn, params, shapes) -> None:
+    """The graph must keep samples on axis 0: three rows in, three rows out (not e.g. ``Reshape(-1, 1)``)."""
+    batch = [jax.ShapeDtypeStruct((3, *s), d) for s, d in zip(shapes, fn.input_dtypes)]
+    out = jax.eval_shape(fn.apply_batch, params, *batch)
+    if not out.shape or out.shape[0] != 3:
+        raise ValueError(
+            f"output {fn.output!r} does not keep samples on its first axis: 3 input rows give shape {tuple(out.shape)} "
+            "(the graph reshapes the batch axis together with others, e.g. skl2onnx's Reshape(-1, 1) for "
+            "multi-output regressors); export the model with the batch axis kept, or choose another output="
+        )
 
 
 def _tensor_names(fn) -> set[str]:

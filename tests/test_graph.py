@@ -205,3 +205,16 @@ def test_conversion_error_for_bad_graph_mentions_node():
     proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((5, 8), np.float32), "W1"))
     with pytest.raises(ConversionError, match="dense/MatMul"):
         jaxsens.Model.from_onnx(proto)
+
+
+def test_graph_that_mixes_the_batch_axis_is_refused():
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="flatten_all")]
+    graph = helper.make_graph(
+        nodes, "mix",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+        [numpy_helper.from_array(np.array([-1, 1], np.int64), "shape")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    with pytest.raises(ValueError, match="does not keep samples on its first axis"):
+        jaxsens.Model.from_onnx(proto)
