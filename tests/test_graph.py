@@ -218,3 +218,16 @@ def test_graph_that_mixes_the_batch_axis_is_refused():
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     with pytest.raises(ValueError, match="does not keep samples on its first axis"):
         jaxsens.Model.from_onnx(proto)
+
+
+def test_sklearn_classifier_with_zipmap_explains_its_probabilities():
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0)
+    clf = MLPClassifier((8,), max_iter=50, random_state=0).fit(x, y)
+    model = jaxsens.Model.from_onnx(to_onnx(clf, x[:1], target_opset=17))  # ZipMap on: outputs are label + maps
+    assert model.output_shape == (3,)
+    np.testing.assert_allclose(model(x), clf.predict_proba(x), rtol=1e-5, atol=1e-6)

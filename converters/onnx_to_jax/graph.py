@@ -202,7 +202,7 @@ class OnnxFunction:
             else np.dtype(object)
             for vi in graph.output
         )
-        self.output = self._choose_output(output)
+        self.output = self._choose_output(output, graph)
         # Keep only the nodes the chosen output depends on: e.g. a scikit-learn classifier's label / ZipMap branch
         # (ai.onnx.ml ops) is dropped when its probabilities are explained.
         graph = _pruned(graph, self.output)
@@ -262,7 +262,7 @@ class OnnxFunction:
                     names.update(i for i in n.input if i)
         return names
 
-    def _choose_output(self, output) -> str:
+    def _choose_output(self, output, graph: onnx.GraphProto) -> str:
         if isinstance(output, int):
             return self.output_names[output]
         if isinstance(output, str):
@@ -272,6 +272,10 @@ class OnnxFunction:
         for name, dt in zip(self.output_names, self.output_dtypes):
             if dt.kind == "f":
                 return name
+        # scikit-learn classifiers exported with ZipMap: explain the probability tensor that feeds it.
+        for node in graph.node:
+            if node.op_type == "ZipMap" and any(o in self.output_names for o in node.output):
+                return node.input[0]
         raise ConversionError(f"the graph has no floating-point output (outputs: {self.output_names})")
 
     def _find_layers(self) -> dict[str, str]:

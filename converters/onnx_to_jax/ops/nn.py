@@ -1,28 +1,53 @@
-"""Neural-network ONNX ops: matrix products, normalisation, softmax, convolution, pooling."""
+"""Neural-network ONNX ops: matrix products, softmax, normalisation, convolution, pooling.
+
+Layouts are ONNX's: images are ``[N, C, D1, ..., Dn]`` and convolution kernels ``[M, C / group, k1, ..., kn]``
+(``ConvTranspose``: ``[C, M / group, k1, ..., kn]``), which is also the default layout of
+``jax.lax.conv_general_dilated``, so 1-D, 2-D and 3-D convolutions share one implementation. Padding follows
+``auto_pad``: ``NOTSET`` uses ``pads = [begin_1, ..., begin_n, end_1, ..., end_n]``, ``VALID`` none, ``SAME_UPPER`` /
+``SAME_LOWER`` pad so that ``out = ceil(in / stride)`` with the odd extra element at the end / the beginning.
+
+Normalisations are the inference forms: ``BatchNormalization`` uses the running statistics (its optional extra
+outputs pass them through) and refuses ``training_mode=1``; ``LayerNormalization`` also returns ``Mean`` and
+``InvStdDev`` (computed in float32 when ``stash_type=1``).
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from converters.onnx_to_jax.ops.elementwise import xp_of
 from converters.onnx_to_jax.registry import register_op
 
 
+# ---------------------------------------------------------------- products
 @register_op("MatMul")
 def matmul(ctx, a, b):
-    return jnp.matmul(a, b)
+    """``numpy.matmul`` semantics: batched over leading axes, 1-D operands promoted and squeezed."""
+    return xp_of(a, b).matmul(a, b)
 
 
 @register_op("Gemm")
 def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+    """``alpha * A' @ B' + beta * C`` for 2-D ``A``, ``B`` (``'`` = optional transpose), ``C`` broadcast."""
+    xp = xp_of(a, b, c)
     a = a.T if transA else a
     b = b.T if transB else b
-    y = alpha * jnp.matmul(a, b) if alpha != 1.0 else jnp.matmul(a, b)
+    y = xp.matmul(a, b)
+    y = alpha * y if alpha != 1.0 else y
     if c is not None:
         y = y + (beta * c if beta != 1.0 else c)
     return y
 
 
+@register_op("Einsum")
+def einsum(ctx, *inputs, equation):
+    """Einstein summation with numpy's ``equation`` syntax (implicit output: sorted once-appearing labels)."""
+    return xp_of(*inputs).einsum(equation.replace(" ", ""), *inputs)
+
+
+# ---------------------------------------------------------------- softmax family
 def _softmax_legacy(x, axis, fn):
     # opset < 13: coerce to 2-D at `axis`, softmax over the flattened trailing block.
     axis = axis % x.ndim
@@ -33,6 +58,8 @@ def _softmax_legacy(x, axis, fn):
 
 @register_op("Softmax")
 def softmax(ctx, x, *, axis=None):
+    """``exp(x) / sum(exp(x))`` along ``axis`` (default -1); before opset 13 over the flattened ``x.shape[axis:]``
+    (default axis 1)."""
     if ctx.opset < 13:
         return _softmax_legacy(x, 1 if axis is None else axis, jax.nn.softmax)
     return jax.nn.softmax(x, axis=-1 if axis is None else axis)
@@ -40,6 +67,343 @@ def softmax(ctx, x, *, axis=None):
 
 @register_op("LogSoftmax")
 def log_softmax(ctx, x, *, axis=None):
+    """``log(softmax(x))`` computed stably, with ``Softmax``'s axis conventions."""
     if ctx.opset < 13:
         return _softmax_legacy(x, 1 if axis is None else axis, jax.nn.log_softmax)
     return jax.nn.log_softmax(x, axis=-1 if axis is None else axis)
+
+
+def _hardmax(x, axis):
+    xp = xp_of(x)
+    classes = np.arange(x.shape[axis]).reshape((-1,) + (1,) * (x.ndim - axis - 1))
+    return (xp.expand_dims(xp.argmax(x, axis=axis), axis) == classes).astype(x.dtype)
+
+
+@register_op("Hardmax")
+def hardmax(ctx, x, *, axis=None):
+    """1 at the first maximum along ``axis`` and 0 elsewhere, with ``Softmax``'s axis conventions."""
+    if ctx.opset < 13:
+        return _softmax_legacy(x, 1 if axis is None else axis, lambda v, axis: _hardmax(v, axis % v.ndim))
+    return _hardmax(x, (-1 if axis is None else axis) % x.ndim)
+
+
+# ---------------------------------------------------------------- normalisation
+def _channel_shape(x):
+    """Shape that broadcasts a per-channel vector against ``[N, C, ...]``."""
+    return (-1,) + (1,) * (x.ndim - 2)
+
+
+@register_op("BatchNormalization")
+def batch_normalization(
+    ctx, x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, spatial=1, is_test=1, training_mode=0
+):
+    """Inference batch norm ``(x - mean) / sqrt(var + epsilon) * scale + b`` per channel of ``[N, C, ...]``.
+
+    Returns ``(Y, mean, var)``: the optional running-statistics outputs pass the inputs through. ``spatial=0``
+    (opsets 7-8) takes statistics of shape ``[C, D1, ...]``. ``training_mode=1`` (batch statistics) is refused.
+    """
+    if training_mode:
+        raise ctx.error(
+            "BatchNormalization with training_mode=1 uses batch statistics; export the model in evaluation mode"
+        )
+    xp = xp_of(x, scale, b, mean, var)
+    params = [scale, b, mean, var]
+    if spatial and mean.ndim == 1:
+        params = [p.reshape(_channel_shape(x)) for p in params]
+    scale_, b_, mean_, var_ = params
+    y = (x - mean_) * (scale_ / xp.sqrt(var_ + np.asarray(epsilon, var_.dtype))) + b_
+    return y.astype(x.dtype), mean, var
+
+
+@register_op("InstanceNormalization")
+def instance_normalization(ctx, x, scale, b, *, epsilon=1e-5):
+    """Normalise each ``[N, C]`` slice over its spatial axes, then ``* scale + b`` per channel."""
+    xp = xp_of(x, scale, b)
+    axes = tuple(range(2, x.ndim))
+    mean = xp.mean(x, axis=axes, keepdims=True)
+    var = xp.mean(xp.square(x - mean), axis=axes, keepdims=True)
+    y = (x - mean) / xp.sqrt(var + np.asarray(epsilon, x.dtype))
+    return y * scale.reshape(_channel_shape(x)) + b.reshape(_channel_shape(x))
+
+
+def _stash_dtype(x, stash_type):
+    return np.dtype(np.float32) if stash_type == 1 else np.dtype(x.dtype)
+
+
+@register_op("LayerNormalization")
+def layer_normalization(ctx, x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    """Normalise over the axes ``axis, ..., rank - 1``, then ``* scale + b``.
+
+    Returns ``(Y, Mean, InvStdDev)``; the statistics keep the normalised axes as size 1 and have the stash type
+    (float32 for ``stash_type=1``).
+    """
+    xp = xp_of(x, scale, b)
+    axis = axis % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    xs = x.astype(_stash_dtype(x, stash_type))
+    mean = xp.mean(xs, axis=axes, keepdims=True)
+    centred = xs - mean
+    var = xp.mean(centred * centred, axis=axes, keepdims=True)
+    inv_std = 1 / xp.sqrt(var + np.asarray(epsilon, xs.dtype))
+    y = (centred * inv_std).astype(x.dtype) * scale
+    if b is not None:
+        y = y + b
+    return y, mean, inv_std
+
+
+@register_op("GroupNormalization")
+def group_normalization(ctx, x, scale, bias, *, num_groups, epsilon=1e-5, stash_type=1):
+    """Normalise ``[N, C, ...]`` over each of ``num_groups`` channel groups, then ``* scale + bias``.
+
+    ``scale`` and ``bias`` are per channel (``[C]``, opset 21) or per group (``[num_groups]``, opset 18).
+    """
+    xp = xp_of(x, scale, bias)
+    n, c = x.shape[:2]
+    xs = x.astype(_stash_dtype(x, stash_type)).reshape(n, num_groups, -1)
+    mean = xp.mean(xs, axis=-1, keepdims=True)
+    var = xp.mean(xp.square(xs - mean), axis=-1, keepdims=True)
+    y = ((xs - mean) / xp.sqrt(var + np.asarray(epsilon, xs.dtype))).reshape(x.shape).astype(x.dtype)
+    if scale.shape[0] != c:  # opset 18: one scale / bias per group
+        scale, bias = (xp.repeat(v, c // num_groups) for v in (scale, bias))
+    return y * scale.reshape(_channel_shape(x)) + bias.reshape(_channel_shape(x))
+
+
+@register_op("LpNormalization")
+def lp_normalization(ctx, x, *, axis=-1, p=2):
+    """``x / ||x||_p`` along ``axis`` (``p`` is 1 or 2)."""
+    xp = xp_of(x)
+    if p == 1:
+        norm = xp.sum(xp.abs(x), axis=axis, keepdims=True)
+    elif p == 2:
+        norm = xp.sqrt(xp.sum(x * x, axis=axis, keepdims=True))
+    else:
+        raise ctx.error(f"LpNormalization p={p} is not 1 or 2")
+    return x / norm
+
+
+# ---------------------------------------------------------------- convolution
+def _padding(ctx, auto_pad, pads, in_sizes, kernel, strides, dilations) -> list[tuple[int, int]]:
+    """``(begin, end)`` padding per spatial axis from ONNX's ``auto_pad`` / ``pads``."""
+    n = len(in_sizes)
+    if auto_pad in ("NOTSET", "", None):
+        pads = list(pads) if pads else [0] * (2 * n)
+        if len(pads) != 2 * n:
+            raise ctx.error(f"pads {pads} must hold 2 values per spatial axis ({n} axes)")
+        return [(pads[i], pads[i + n]) for i in range(n)]
+    if auto_pad == "VALID":
+        return [(0, 0)] * n
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = []
+        for size, k, s, d in zip(in_sizes, kernel, strides, dilations):
+            total = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+            small, big = total // 2, total - total // 2
+            out.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))
+        return out
+    raise ctx.error(f"auto_pad {auto_pad!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
+
+
+def _spatial(values, n, default):
+    return tuple(int(v) for v in values) if values else (default,) * n
+
+
+@register_op("Conv")
+def conv(
+    ctx,
+    x,
+    w,
+    b=None,
+    *,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    """N-d convolution (cross-correlation) of ``x [N, C, D...]`` with ``w [M, C / group, k...]`` plus ``b [M]``."""
+    n = x.ndim - 2
+    kernel = tuple(w.shape[2:])
+    strides = _spatial(strides, n, 1)
+    dilations = _spatial(dilations, n, 1)
+    padding = _padding(ctx, auto_pad, pads, x.shape[2:], kernel, strides, dilations)
+    y = jax.lax.conv_general_dilated(
+        x, w, window_strides=strides, padding=padding, rhs_dilation=dilations, feature_group_count=group
+    )
+    return y if b is None else y + b.reshape(_channel_shape(y))
+
+
+@register_op("ConvTranspose")
+def conv_transpose(
+    ctx,
+    x,
+    w,
+    b=None,
+    *,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    output_padding=None,
+    output_shape=None,
+    pads=None,
+    strides=None,
+):
+    """Transposed convolution of ``x [N, C, D...]`` with ``w [C, M / group, k...]`` plus ``b [M]``.
+
+    Output size ``stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - pad_begin - pad_end``; with
+    ``output_shape`` (or ``SAME_*`` auto padding) the pads are derived from the requested size.
+    """
+    n = x.ndim - 2
+    kernel = tuple(w.shape[2:])
+    strides = _spatial(strides, n, 1)
+    dilations = _spatial(dilations, n, 1)
+    out_pad = _spatial(output_padding, n, 0)
+    in_sizes = x.shape[2:]
+    if pads is None and (output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER")):
+        target = (
+            list(output_shape)[-n:]
+            if output_shape is not None
+            else [i * s for i, s in zip(in_sizes, strides)]
+        )
+        padding = []
+        for i in range(n):
+            total = (
+                strides[i] * (in_sizes[i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - target[i]
+            )
+            small, big = total // 2, total - total // 2
+            padding.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))
+    else:
+        padding = _padding(
+            ctx, "NOTSET" if auto_pad == "VALID" else auto_pad, pads, in_sizes, kernel, strides, dilations
+        )
+    c, m_per_group = w.shape[:2]
+    # [C, M/g, k...] -> [M, C/g, k...], spatially flipped: a transposed convolution is a convolution of the
+    # stride-dilated input with the flipped, transposed kernel.
+    xp = xp_of(w)
+    wg = w.reshape((group, c // group, m_per_group, *kernel)).swapaxes(1, 2)
+    wt = xp.flip(wg.reshape((group * m_per_group, c // group, *kernel)), axis=tuple(range(2, n + 2)))
+    conv_padding = [
+        (d * (k - 1) - lo, d * (k - 1) - hi + op)
+        for (lo, hi), k, d, op in zip(padding, kernel, dilations, out_pad)
+    ]
+    y = jax.lax.conv_general_dilated(
+        x,
+        wt,
+        window_strides=(1,) * n,
+        padding=conv_padding,
+        lhs_dilation=strides,
+        rhs_dilation=dilations,
+        feature_group_count=group,
+    )
+    return y if b is None else y + b.reshape(_channel_shape(y))
+
+
+# ---------------------------------------------------------------- pooling
+def _pool_geometry(ctx, x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode):
+    """Kernel, strides, dilations, explicit ``(begin, end)`` pads and the extra end padding that ``ceil_mode``
+    needs (the last window must start inside the input or its begin padding, as in PyTorch and ONNX Runtime)."""
+    if kernel_shape is None:
+        raise ctx.error("kernel_shape is required")
+    n = x.ndim - 2
+    kernel = tuple(int(k) for k in kernel_shape)
+    strides = _spatial(strides, n, 1)
+    dilations = _spatial(dilations, n, 1)
+    padding = _padding(ctx, auto_pad, pads, x.shape[2:], kernel, strides, dilations)
+    extra = []
+    for size, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, strides, dilations, padding):
+        span = (k - 1) * d + 1
+        out = (size + lo + hi - span) // s + 1
+        if ceil_mode:
+            out = -(-(size + lo + hi - span) // s) + 1
+            if (out - 1) * s >= size + lo:
+                out -= 1
+        extra.append(max(0, (out - 1) * s + span - (size + lo + hi)))
+    return kernel, strides, dilations, padding, extra
+
+
+def _reduce_window(x, init, op, kernel, strides, dilations, padding):
+    n = x.ndim - 2
+    return jax.lax.reduce_window(
+        x,
+        init,
+        op,
+        window_dimensions=(1, 1, *kernel),
+        window_strides=(1, 1, *strides),
+        padding=((0, 0), (0, 0), *padding),
+        window_dilation=(1,) * 2 + tuple(dilations[:n]),
+    )
+
+
+@register_op("MaxPool")
+def max_pool(
+    ctx,
+    x,
+    *,
+    auto_pad="NOTSET",
+    ceil_mode=0,
+    dilations=None,
+    kernel_shape=None,
+    pads=None,
+    storage_order=0,
+    strides=None,
+):
+    """Maximum over sliding windows of ``[N, C, D...]``; padding never wins. The ``Indices`` output is not
+    computed (``storage_order`` only concerns it)."""
+    if len(ctx.output_names) > 1 and ctx.output_names[1]:
+        raise ctx.error("MaxPool's Indices output is not supported")
+    kernel, strides, dilations, padding, extra = _pool_geometry(
+        ctx, x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode
+    )
+    padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
+    # The initial value must be a concrete numpy scalar: JAX then recognises the max monoid, which differentiates.
+    init = np.array(-np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min, x.dtype)
+    return _reduce_window(x, init, jax.lax.max, kernel, strides, dilations, padding)
+
+
+def _window_counts(size, k, s, d, lo, hi, extra, include_pad):
+    """How many positions of each 1-D window count in the average (static numpy)."""
+    out = (size + lo + hi + extra - ((k - 1) * d + 1)) // s + 1
+    pos = np.arange(out)[:, None] * s + np.arange(k)[None, :] * d  # positions in padded coordinates
+    valid = pos < size + lo + hi if include_pad else (pos >= lo) & (pos < lo + size)
+    return valid.sum(axis=1)
+
+
+@register_op("AveragePool")
+def average_pool(
+    ctx,
+    x,
+    *,
+    auto_pad="NOTSET",
+    ceil_mode=0,
+    count_include_pad=0,
+    dilations=None,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    """Mean over sliding windows of ``[N, C, D...]``; the divisor counts padded positions only with
+    ``count_include_pad=1`` (never the extra ``ceil_mode`` positions)."""
+    kernel, strides, dilations, padding, extra = _pool_geometry(
+        ctx, x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode
+    )
+    full = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
+    total = _reduce_window(x, np.array(0, x.dtype), jax.lax.add, kernel, strides, dilations, full)
+    counts = np.ones((), np.float64)
+    for i, (size, k, s, d, (lo, hi), e) in enumerate(
+        zip(x.shape[2:], kernel, strides, dilations, padding, extra)
+    ):
+        c = _window_counts(size, k, s, d, lo, hi, e, count_include_pad)
+        counts = counts[..., None] * c.reshape((1,) * i + (-1,))
+    return total / counts.astype(x.dtype)
+
+
+@register_op("GlobalAveragePool")
+def global_average_pool(ctx, x):
+    """Mean over all spatial axes of ``[N, C, D...]``, kept as size 1."""
+    return xp_of(x).mean(x, axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+@register_op("GlobalMaxPool")
+def global_max_pool(ctx, x):
+    """Maximum over all spatial axes of ``[N, C, D...]``, kept as size 1."""
+    return xp_of(x).max(x, axis=tuple(range(2, x.ndim)), keepdims=True)
