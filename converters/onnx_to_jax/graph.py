@@ -30,6 +30,7 @@ __all__ = ["OnnxFunction", "load_onnx_proto", "LAYER_NAMES_KEY"]
 
 # metadata_props key under which our Keras converter stores the Keras layer names (JSON list).
 LAYER_NAMES_KEY = "jaxsens.layer_names"
+LAYER_OUTPUTS_KEY = "jaxsens.layer_outputs"  # JSON {layer name: tensor name}
 FEATURE_NAMES_KEY = "jaxsens.feature_names"
 OUTPUT_NAMES_KEY = "jaxsens.output_names"
 
@@ -248,19 +249,34 @@ class OnnxFunction:
 
     @staticmethod
     def _static_slots(graph: onnx.GraphProto) -> set[str]:
-        """Tensors that must stay known at conversion time: shape-like op inputs and everything they are computed
-        from (e.g. a float scale that a Mul -> Cast chain turns into a Reshape target)."""
-        names = set()
-        for g in _iter_graphs(graph):
+        """Tensors that must stay known at conversion time, and everything they are computed from.
+
+        Seeds: the ``static_inputs`` of every op (shapes, axes, pads), a ``Loop``'s trip count and condition, and the
+        condition its body computes (a loop over time steps is unrolled into ``lax.scan`` only when its trip count
+        is known). Propagation runs backwards through every (sub-)graph to a fixed point, so e.g. a float sequence
+        length that a body compares its counter with stays a constant instead of becoming a parameter.
+        """
+        graphs = list(_iter_graphs(graph))
+        names: set[str] = set()
+        for g in graphs:
             for n in g.node:
                 spec = get_op(n.op_type, n.domain if n.domain not in ("ai.onnx",) else "")
-                for i in spec.static_inputs:
+                slots = spec.static_inputs
+                if n.op_type == "Loop":
+                    slots = (0, 1)
+                    body = next(a.g for a in n.attribute if a.name == "body")
+                    names.add(body.output[0].name)
+                for i in slots:
                     if i < len(n.input) and n.input[i]:
                         names.add(n.input[i])
-            for n in reversed(g.node):
-                if any(o in names for o in n.output):
-                    names.update(i for i in n.input if i)
-        return names
+        while True:
+            before = len(names)
+            for g in graphs:
+                for n in reversed(g.node):
+                    if any(o in names for o in n.output):
+                        names.update(i for i in n.input if i)
+            if len(names) == before:
+                return names
 
     def _choose_output(self, output, graph: onnx.GraphProto) -> str:
         if isinstance(output, int):
@@ -286,6 +302,10 @@ class OnnxFunction:
             if any(i in dynamic for i in node.inputs if i):
                 dynamic.update(node.outputs)
                 data_dependent.append(node)
+        exact = json.loads(self.metadata.get(LAYER_OUTPUTS_KEY, "{}"))
+        if exact:  # our Keras converter recorded which tensor holds each layer's output
+            produced = {o for node in data_dependent for o in node.outputs} | set(self.input_names)
+            return {name: tensor for name, tensor in exact.items() if tensor in produced}
         known = json.loads(self.metadata.get(LAYER_NAMES_KEY, "[]"))
         layers: dict[str, str] = {}
         for node in data_dependent:
