@@ -25,7 +25,7 @@ __all__ = ["METHODS", "add_parsers", "run_importance"]
 @dataclasses.dataclass(frozen=True)
 class Method:
     function: str  # name in the jaxsens namespace
-    takes: str  # "stream": (model, data); "xy": (model, X, y); "x": (model, X) with optional y; "weights": (model)
+    takes: str  # "stream": (model, data); "xy": (model, X, y); "x(y)": (model, X, y=None); "x": (model, X); "weights"
     needs_targets: bool = False
     options: Callable[[argparse.Namespace], dict[str, Any]] = lambda args: {}
     summary: str = ""
@@ -58,7 +58,7 @@ METHODS: dict[str, Method] = {
         summary="error increase when one input column is permuted",
     ),
     "improved-stepwise": Method(
-        "improved_stepwise", "x", options=lambda a: {"variant": 1 if a.targets_given else 2},
+        "improved_stepwise", "x(y)", options=lambda a: {"variant": 1 if a.targets_given else 2},
         summary="each input fixed at its mean (Gevrey et al. 2003; variant 1 with targets, else 2)",
     ),
     "profile": Method("lek_profile", "x", summary="Lek's profile: each input swept over its range"),
@@ -169,9 +169,51 @@ def _load_xy(args, model):
     return x, y, data
 
 
+def _header_names(path: str, drop: str | None) -> list[str] | None:
+    """Column names of a CSV / Parquet file (read from its header only), without the target column."""
+    lower = path.lower()
+    if not lower.endswith((".csv", ".parquet")):
+        return None
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        names = list(pq.read_schema(path).names)
+    else:
+        names = list(_read_table_head(path))
+    return [n for n in names if n != drop]
+
+
+def _read_table_head(path: str):
+    from converters.errors import require
+
+    pd = require("pandas", "data", "reading CSV data")
+    columns = pd.read_csv(path, nrows=0).columns
+    if all(_is_number(c) for c in columns):  # no header: the first row is data
+        return []
+    return columns
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _name_features_from_header(model, args):
+    """Give a model with generic feature names (x0, x1, ...) the data's column names, when they line up."""
+    names = _header_names(args.data, args.target_column) if isinstance(args.data, str) else None
+    generic = tuple(f"x{i}" for i in range(model.n_features)) in (model.feature_names, None)
+    if names and generic and len(model.input_shape) == 1 and len(names) == model.n_features:
+        return dataclasses.replace(model, feature_names=tuple(names))
+    return model
+
+
 def run_importance(args, model) -> int:
     import jaxsens
 
+    model = _name_features_from_header(model, args)
     method = METHODS[args.method]
     fn = getattr(jaxsens, method.function, None)
     if fn is None:
@@ -198,7 +240,10 @@ def run_importance(args, model) -> int:
         x, y, _ = _load_xy(args, model)
         if method.needs_targets and y is None:
             raise ValueError(f"--method {args.method} needs targets: --targets FILE or --target-column NAME")
-        result = fn(model, x, y, **options) if method.takes == "xy" or y is not None else fn(model, x, **options)
+        if method.takes == "xy" or (method.takes == "x(y)" and y is not None):
+            result = fn(model, x, y, **options)
+        else:
+            result = fn(model, x, **options)
     seconds = time.perf_counter() - start
     rows = result.ranking()
     print(_table(rows, args.top, args.method))

@@ -69,3 +69,63 @@ def test_bench_command_checks_agreement_and_reports(capsys):
     assert main(["bench", "--n", "2048", "--repeats", "1", "--batch-size", "512"]) == 0
     out = capsys.readouterr().out
     assert "jaxsens.jacobian_importance" in out and "hand-written" in out and "GFLOP/s" in out
+
+
+@pytest.fixture(scope="module")
+def small_regression(tmp_path_factory):
+    """A scikit-learn MLP (4 inputs, one hidden layer) exported with skl2onnx, and a CSV with a target column."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPRegressor
+
+    folder = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = 2 * x[:, 0] - x[:, 1] + 0.05 * rng.normal(size=300)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=400, random_state=0).fit(x, y)
+    model_path = folder / "reg.onnx"
+    model_path.write_bytes(to_onnx(reg, x[:1], target_opset=17).SerializeToString())
+    csv_path = folder / "data.csv"
+    lines = ["a,b,c,d,target"] + [",".join(f"{v:.6f}" for v in (*row, t)) for row, t in zip(x, y)]
+    csv_path.write_text("\n".join(lines) + "\n")
+    np.save(folder / "y.npy", y.astype(np.float32))
+    np.save(folder / "x.npy", x)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("jacobian", ["--target-column", "target"]),
+        ("perturbation", ["--target-column", "target"]),
+        ("pad", ["--target-column", "target"]),
+        ("permutation", ["--target-column", "target", "--n-repeats", "2"]),
+        ("input-perturbation", ["--target-column", "target"]),
+        ("improved-stepwise", ["--target-column", "target"]),
+        ("profile", ["--target-column", "target"]),
+        ("connection-weights", ["--target-column", "target"]),  # data only names the features
+        ("garson", ["--target-column", "target"]),  # data only names the features
+        ("weight-sums", ["--target-column", "target"]),  # data only names the features
+        ("stepwise-backward", ["--target-column", "target"]),
+    ],
+)
+def test_every_method_runs_from_the_command_line(method, extra, small_regression, tmp_path, capsys):
+    out = tmp_path / method
+    code = main(["importance", str(small_regression / "reg.onnx"), str(small_regression / "data.csv"),
+                 "--method", method, "--out", str(out), "--quiet", "--no-plot", *extra])
+    assert code == 0, capsys.readouterr().err
+    rows = (out / "importance.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,feature") and len(rows) == 5
+    ranked = [r.split(",")[1] for r in rows[1:]]
+    assert set(ranked) == {"a", "b", "c", "d"}
+    if method not in ("weight-sums", "garson"):  # weight-only methods need not find the truth
+        assert ranked[0] == "a", (method, ranked)
+    assert jaxsens.load_result(out / "importance.json") is not None
+
+
+def test_targets_file_and_missing_targets_error(small_regression, tmp_path, capsys):
+    model = str(small_regression / "reg.onnx")
+    x = str(small_regression / "x.npy")
+    assert main(["importance", model, x, "--method", "permutation", "--targets", str(small_regression / "y.npy"),
+                 "--out", str(tmp_path), "--quiet", "--no-plot"]) == 0
+    assert main(["importance", model, x, "--method", "permutation", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "needs targets" in capsys.readouterr().err
