@@ -121,7 +121,7 @@ def onnx_fixtures(tmp):
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 20)).astype(np.float32)
-    reg = MLPRegressor((64, 64), max_iter=50, random_state=0).fit(x, x[:, 0] - x[:, 1])
+    reg = MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=50, random_state=0).fit(x, x[:, 0] - x[:, 1])
     path = os.path.join(tmp, "sklearn_mlp.onnx")
     with open(path, "wb") as f:
         f.write(to_onnx(reg, x[:1], target_opset=17).SerializeToString())

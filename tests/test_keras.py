@@ -245,6 +245,19 @@ def _jax_batch_jacobians(model: jaxsens.Model, xs) -> list[np.ndarray]:
 # in-memory models: every architecture, Keras 3 and tf_keras
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("flavor", "arch"), ARCH_CASES)
+def test_every_weight_is_a_parameter(flavor, arch):
+    """Weights are arguments of the function (never constants baked into a trace), so weekly retrained versions
+    share compiled code and ``with_params`` changes the predictions: no floating array is left among the
+    constants, and doubling the parameters changes the output."""
+    model = _jaxsens_model(flavor, arch)
+    baked = {k: v.shape for k, v in model.apply.consts.items() if v.dtype.kind == "f" and v.size > 1}
+    assert not baked, f"weights kept as constants: {baked}"
+    xs = _converted(flavor, arch)[2]
+    doubled = model.with_params(jax.tree.map(lambda p: 2 * p, model.params))
+    assert not np.allclose(model(_arg(xs)), doubled(_arg(xs)))
+
+
+@pytest.mark.parametrize(("flavor", "arch"), ARCH_CASES)
 def test_converted_onnx_matches_keras_on_onnxruntime(flavor, arch):
     """The converter alone: its ONNX, run by onnxruntime with a batch of 4, equals Keras predict."""
     _, proto, xs, want = _converted(flavor, arch)

@@ -273,7 +273,8 @@ class OnnxFunction:
             before = len(names)
             for g in graphs:
                 for n in reversed(g.node):
-                    if any(o in names for o in n.output):
+                    # Shape / Size read only the (static) shape of their input, never its values
+                    if n.op_type not in _SHAPE_READERS and any(o in names for o in n.output):
                         names.update(i for i in n.input if i)
             if len(names) == before:
                 return names
@@ -457,6 +458,9 @@ def _subgraph_runner(env, opset):
 
 
 # Ops that must not be constant-folded even with static inputs (random generators).
+# Ops whose result depends only on the shape of their input.
+_SHAPE_READERS = frozenset({"Shape", "Size"})
+
 # Sub-graph ops read the enclosing scope (possibly the traced input), so they are never folded either.
 _NEVER_FOLD = frozenset({"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
