@@ -30,22 +30,50 @@ _MAX_CORRELATED_FEATURES = 1024
 _CORRELATION_THRESHOLD = 0.9
 
 
-def _per_sample_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None):
-    """``x -> J(x)`` of shape ``[n_selected_outputs, *input_shape]`` for one sample."""
+def _per_sample_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None, sums_to_one: bool = False):
+    """``x -> J(x)`` of shape ``[n_selected_outputs, *input_shape]`` for one sample.
+
+    With ``sums_to_one`` (all outputs of a softmax head: ``sum_k f_k(x) = 1`` for every ``x``) the rows of ``J``
+    sum to zero, so reverse mode pulls back only ``K - 1`` rows and the last is minus their sum: one backward pass
+    fewer per sample (a 2-class classifier costs 2 instead of 3 forward-pass equivalents).
+    """
 
     def f(x):
         y = jnp.ravel(model.apply(model.params, x))
         return y if outputs is None else y[np.asarray(outputs)]
 
+    if mode == "reverse" and sums_to_one and outputs is None:
+
+        def jac(x):
+            head = jax.jacrev(lambda v: f(v)[:-1])(x)
+            return jnp.concatenate([head, -jnp.sum(head, axis=0, keepdims=True)], axis=0)
+
+        return jac
     return jax.jacrev(f) if mode == "reverse" else jax.jacfwd(f)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision"))
-def _jacobian_kernel(model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision):
+def _softmax_head(model: Model) -> bool:
+    """True when the model's output is a softmax over its (only) output axis, read off the ONNX graph."""
+    from converters.onnx_to_jax.graph import OnnxFunction
+
+    fn = model.apply
+    if not isinstance(fn, OnnxFunction) or len(model.output_shape) != 1 or model.n_outputs < 2:
+        return False
+    producer = {o: node for node in fn.nodes for o in node.outputs}
+    node = producer.get(fn.output)
+    while node is not None and node.op_type == "Identity":
+        node = producer.get(node.inputs[0])
+    if node is None or node.op_type != "Softmax":
+        return False
+    return node.attrs.get("axis", -1 if fn.opset >= 13 else 1) in (-1, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one"))
+def _jacobian_kernel(model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False):
     """Per-chunk summaries: moments of ``J`` and ``|J|``, of their sums over time, and of the inputs."""
     del row_index  # deterministic method: no per-row randomness
     with jax.default_matmul_precision(precision):
-        jac = jax.vmap(_per_sample_jacobian(model, mode, outputs))(xs)  # [B, k, *input_shape]
+        jac = jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)  # [B, k, *input_shape]
     abs_jac = jnp.abs(jac)
     stats = {"jac": _stats.moments_of(jac, mask), "abs": _stats.moments_of(abs_jac, mask)}
     if xs.ndim > 2:  # sequence / image inputs: the per-feature aggregate over the leading input axes
@@ -155,7 +183,12 @@ def jacobian_importance(
     correlate = n_features <= _MAX_CORRELATED_FEATURES
 
     kernel = functools.partial(
-        _jacobian_kernel, mode=resolved, outputs=selected, correlate=correlate, precision=precision
+        _jacobian_kernel,
+        mode=resolved,
+        outputs=selected,
+        correlate=correlate,
+        precision=precision,
+        sums_to_one=_softmax_head(model),
     )
     per_sample = None if batch_size is not None else _bytes_per_sample(model, resolved, selected)
     stats, info = _engine.run(

@@ -492,3 +492,25 @@ def test_plots_return_figures_and_save(tmp_path):
     assert fig2.axes[0].images[0].get_array().shape == (5, 3)  # time x feature heatmap
     assert (tmp_path / "seq.png").stat().st_size > 0
     plt.close("all")
+
+
+def test_softmax_head_takes_one_backward_pass_fewer_and_agrees():
+    """A softmax output's Jacobian rows sum to zero: K - 1 reverse passes, same statistics as full jacrev."""
+    import jaxsens
+    from jaxsens import _jacobian, examples
+
+    model = jaxsens.load_model(examples.default_model_path())  # ... -> Dense(2) -> Softmax
+    assert _jacobian._softmax_head(model)
+    xs = np.load(examples.default_data_path())[:512]
+    got = jaxsens.jacobian_importance(model, xs, batch_size=128)
+    full = np.asarray(jax.vmap(jax.jacrev(model.apply, argnums=1), (None, 0))(model.params, xs), np.float64)
+    np.testing.assert_allclose(got.mean_abs, np.abs(full).mean(0), rtol=2e-5, atol=1e-9)
+    np.testing.assert_allclose(got.mean, full.mean(0), rtol=2e-4, atol=1e-8)
+    np.testing.assert_allclose(got.std, full.std(0, ddof=1), rtol=2e-4, atol=1e-8)
+    x = jax.ShapeDtypeStruct((128, 82), jnp.float32)
+
+    def flops(sums_to_one):
+        kernel = _jacobian._per_sample_jacobian(model, "reverse", None, sums_to_one)
+        return jax.jit(jax.vmap(kernel)).lower(x).compile().cost_analysis()["flops"]
+
+    assert flops(True) < 0.8 * flops(False)
