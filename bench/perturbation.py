@@ -136,6 +136,7 @@ def main():
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="n=2000, 1 repeat")
+    ap.add_argument("--tag", default=None, help="results file tag (default: cpu, or the accelerator kind)")
     args = ap.parse_args()
     if args.quick:
         args.n, args.repeats = 2000, 1
@@ -154,7 +155,7 @@ def main():
     print(format_table(rows, cols))
     print()
     print(format_table(rows, cols, markdown=True))
-    path = write_json(f"perturbation_{result_tag()}.json",
+    path = write_json(f"perturbation_{args.tag or result_tag()}.json",
                       {"machine": machine_info(), "n": args.n, "repeats": args.repeats, "rows": rows})
     print(f"wrote {path}")
 
