@@ -25,12 +25,10 @@ from jaxsens._jacobian import jacobian_importance
 from jaxsens._model import Model
 from jaxsens._results import (
     JacobianImportance,
-    bar_plot,
-    finish_figure,
     frame,
     output_index,
-    pyplot,
     ranked,
+    ranking_figure,
     register_result,
     save_result,
 )
@@ -80,10 +78,9 @@ class PartialDerivatives:
 
     def plot(self, *, output: int | str | None = None, top: int = 20, path: str | os.PathLike | None = None):
         """Ranked bars of the PaD shares."""
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 1.0 + 0.3 * min(top, len(self.feature_names))))
-        bar_plot(ax, self.ranking(output), top=top, xlabel="PaD: share of summed squared derivatives")
-        return finish_figure(fig, path)
+        return ranking_figure(
+            self.ranking(output), top=top, xlabel="PaD: share of summed squared derivatives", path=path
+        )
 
 
 def pad_from_jacobian(jac: JacobianImportance) -> PartialDerivatives:

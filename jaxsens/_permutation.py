@@ -29,7 +29,12 @@ from jaxsens._perturbation import (
     rows_frame,
     run_loss,
 )
-from jaxsens._results import bar_plot, finish_figure, pyplot, ranked, register_result, save_result
+from jaxsens._results import (
+    ranked,
+    ranking_figure,
+    register_result,
+    save_result,
+)
 
 __all__ = ["PermutationImportance", "permutation_importance", "sklearn_permutations"]
 
@@ -89,10 +94,9 @@ class PermutationImportance:
 
     def plot(self, *, top: int = 20, path: str | os.PathLike | None = None):
         """Ranked bars of ``importances_mean`` with standard-error bars; returns the matplotlib ``Figure``."""
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 1.0 + 0.3 * min(top, len(self.importances_mean))))
-        bar_plot(ax, self.ranking(), top=top, xlabel=f"permutation importance ({self.metric})")
-        return finish_figure(fig, path)
+        return ranking_figure(
+            self.ranking(), top=top, xlabel=f"permutation importance ({self.metric})", path=path
+        )
 
 
 def sklearn_permutations(n_samples: int, n_features: int, n_repeats: int, random_state) -> np.ndarray:

@@ -31,12 +31,12 @@ from jaxsens import _engine, _stats
 from jaxsens._data import iter_chunks, open_source
 from jaxsens._metrics import Metric, check_targets, get_metric
 from jaxsens._results import (
-    bar_plot,
     finish_figure,
     frame,
     output_index,
     pyplot,
     ranked,
+    ranking_figure,
     register_result,
     save_result,
 )
@@ -406,10 +406,9 @@ class PerturbationImportance:
 
     def plot(self, *, top: int = 20, path: str | os.PathLike | None = None):
         """Ranked bars of ``effect`` with ``stderr`` error bars; returns the matplotlib ``Figure``."""
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 1.0 + 0.3 * min(top, len(self.effect))))
-        bar_plot(ax, self.ranking(), top=top, xlabel=f"RMS output change ({self.noise} noise)")
-        return finish_figure(fig, path)
+        return ranking_figure(
+            self.ranking(), top=top, xlabel=f"RMS output change ({self.noise} noise)", path=path
+        )
 
 
 def perturbation_importance(

@@ -34,12 +34,12 @@ from jaxsens._perturbation import (
     stderr_of,
 )
 from jaxsens._results import (
-    bar_plot,
     finish_figure,
     frame,
     output_index,
     pyplot,
     ranked,
+    ranking_figure,
     register_result,
     save_result,
 )
@@ -105,11 +105,10 @@ class ImprovedStepwise:
 
     def plot(self, *, top: int = 20, path: str | os.PathLike | None = None):
         """Ranked bars with standard-error bars; returns the matplotlib ``Figure``."""
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 1.0 + 0.3 * min(top, len(self.importance))))
         what = f"{self.metric} increase" if self.variant == 1 else "mean squared output change"
-        bar_plot(ax, self.ranking(), top=top, xlabel=f"improved stepwise {self.variant}: {what}")
-        return finish_figure(fig, path)
+        return ranking_figure(
+            self.ranking(), top=top, xlabel=f"improved stepwise {self.variant}: {what}", path=path
+        )
 
 
 def improved_stepwise(

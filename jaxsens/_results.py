@@ -238,6 +238,14 @@ def heatmap_plot(ax, matrix, *, feature_names: Sequence[str], label: str = "impo
     return ax
 
 
+def ranking_figure(rows: Sequence[tuple[str, float, float]], *, top: int, xlabel: str, path=None):
+    """Ranked horizontal bars of ``ranking()`` rows (error bars from their third field); saved to ``path`` if given."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 1.0 + 0.3 * min(top, len(rows))))
+    bar_plot(ax, rows, top=top, xlabel=xlabel)
+    return finish_figure(fig, path)
+
+
 def finish_figure(fig, path):
     """Tight layout, save to ``path`` when given, return the figure."""
     fig.tight_layout()

@@ -40,8 +40,6 @@ def _load(args):
 def _cmd_convert(args) -> int:
     from converters.onnx_to_jax.graph import load_onnx_proto
 
-    import onnx
-
     if args.model.lower().endswith(".onnx"):
         proto, _ = load_onnx_proto(args.model)
     else:
@@ -51,7 +49,6 @@ def _cmd_convert(args) -> int:
     _atomic_write_bytes(args.out, proto.SerializeToString())
     model = _load(argparse.Namespace(**{**vars(args), "model": args.out, "weights": None}))
     print(f"wrote {args.out}: inputs {model.input_shape} -> outputs {model.output_shape}, {len(model.layer_names)} layers")
-    del onnx
     return 0
 
 

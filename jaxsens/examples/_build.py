@@ -8,7 +8,6 @@ carry layer names.
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
