@@ -23,25 +23,14 @@ SIZES = (82, 500, 500, 500, 2)
 
 
 def _seed000_model(seed: int = 0):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+    from jaxsens._dense import dense_onnx
     from jaxsens._model import Model
 
     rng = np.random.default_rng(seed)
-    nodes, inits, prev = [], [], "x"
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        inits += [numpy_helper.from_array((rng.normal(size=(a, b)) * np.sqrt(2 / a)).astype(np.float32), f"W{i}"),
-                  numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
-        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]), helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
-        last = i == len(SIZES) - 2
-        nodes.append(helper.make_node("Softmax" if last else "Relu", [f"a{i}"], [f"h{i}"], **({"axis": -1} if last else {})))
-        prev = f"h{i}"
-    graph = helper.make_graph(nodes, "seed000", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 82])],
-                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["n", 2])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    onnx.checker.check_model(proto)
-    return Model.from_onnx(proto)
+    layers = [
+        {"W": rng.normal(size=(a, b)) * np.sqrt(2 / a), "b": np.zeros(b)} for a, b in zip(SIZES[:-1], SIZES[1:])
+    ]
+    return Model.from_onnx(dense_onnx(layers, graph_name="seed000"))
 
 
 def _flops_per_sample() -> float:

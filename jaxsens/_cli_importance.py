@@ -224,7 +224,10 @@ def run_importance(args, model) -> int:
     start = time.perf_counter()
     if method.takes == "stream":
         data = args.data
-        if args.target_column:
+        header = _header_names(args.data, None) if args.target_column else None
+        if args.target_column and not set(model.feature_names or ()) <= set(header or ()):
+            # the header does not name the model's features, so the engine cannot pick them out of the stream
+            # by name: drop the target column in memory instead
             _, _, data = _load_xy(args, model)
         bar = None if args.quiet else _progress_bar()
         with warnings.catch_warnings(record=True) as caught:

@@ -187,6 +187,70 @@ class DenseStack:
         return x
 
 
+def dense_onnx(
+    layers: Sequence[Mapping[str, Any]],
+    *,
+    hidden: str = "Relu",
+    output: str = "Softmax",
+    layer_names: Sequence[str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    graph_name: str = "mlp",
+):
+    """Write a dense stack as an ONNX model: per layer ``MatMul`` -> ``Add`` -> activation.
+
+    Nodes are named like tf2onnx names Keras layers (``dense_0/MatMul``), so the converted model's intermediates
+    carry the layer names; the input is ``input`` ``[batch, n_features]``, the output ``probabilities`` for a
+    softmax head, else ``output``.
+
+    Args:
+        layers: ``[{"W": [n_in, n_out], "b": [n_out]}, ...]``, input layer first.
+        hidden: ONNX op of the hidden layers' activation (``"Relu"``, ``"Tanh"``, ``"Sigmoid"``).
+        output: ONNX op of the last layer (``"Softmax"`` over the last axis, ``"Identity"``, ...).
+        layer_names: default ``dense_0, dense_1, ..., output``.
+        metadata: extra ``metadata_props`` (e.g. ``jaxsens.feature_names`` as JSON).
+
+    Returns:
+        An ``onnx.ModelProto`` (opset 17, IR version 9) that passes ``onnx.checker``.
+    """
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    names = list(layer_names or [f"dense_{i}" for i in range(len(layers) - 1)] + ["output"])
+    out_name = "probabilities" if output == "Softmax" else "output"
+    nodes, inits, prev = [], [], "input"
+    for i, (layer, name) in enumerate(zip(layers, names)):
+        w, b = f"{name}/kernel", f"{name}/bias"
+        inits += [numpy_helper.from_array(np.asarray(layer["W"], np.float32), w)]
+        inits += [numpy_helper.from_array(np.asarray(layer["b"], np.float32), b)]
+        nodes.append(helper.make_node("MatMul", [prev, w], [f"{name}/MatMul:0"], name=f"{name}/MatMul"))
+        nodes.append(
+            helper.make_node("Add", [f"{name}/MatMul:0", b], [f"{name}/BiasAdd:0"], name=f"{name}/BiasAdd")
+        )
+        last = i == len(layers) - 1
+        act = output if last else hidden
+        out = out_name if last else f"{name}/{act}:0"
+        attrs = {"axis": -1} if act == "Softmax" else {}
+        nodes.append(helper.make_node(act, [f"{name}/BiasAdd:0"], [out], name=f"{name}/{act}", **attrs))
+        prev = out
+    n_in, n_out = np.shape(layers[0]["W"])[0], np.shape(layers[-1]["W"])[1]
+    graph = helper.make_graph(
+        nodes,
+        graph_name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", int(n_in)])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", int(n_out)])],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9, producer_name="jaxsens"
+    )
+    for key, value in {"jaxsens.layer_names": json.dumps(names), **(metadata or {})}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    return model
+
+
 def dense_model(
     layers: Sequence[Mapping[str, Any] | tuple],
     activations: Sequence[str],

@@ -215,7 +215,7 @@ def _jaxpr_bytes(jaxpr) -> int:
         for v in eqn.outvars:
             aval = getattr(v, "aval", None)
             if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+                total += math.prod(aval.shape) * aval.dtype.itemsize  # also PRNG key dtypes (no numpy dtype)
         for p in eqn.params.values():
             for sub in p if isinstance(p, list | tuple) else (p,):
                 inner = getattr(sub, "jaxpr", sub)

@@ -194,10 +194,16 @@ class Model:
         if self.n_inputs == 1:
             self.check_batch(xs)
             n = int(np.shape(xs)[0])
-            parts = [
-                np.asarray(_predict(self, jnp.asarray(xs[i : i + batch_size], jnp.float32)))
-                for i in range(0, n, batch_size)
-            ]
+            # chunks padded to a power-of-two size (at most batch_size): a ragged tail, or a new n, reuses one of
+            # a few compiled shapes instead of compiling its own
+            size = min(batch_size, 1 << max(n - 1, 0).bit_length())
+            parts = []
+            for i in range(0, n, size):
+                chunk = np.asarray(xs[i : i + size], np.float32)
+                m = chunk.shape[0]
+                if m < size:
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - m, axis=0)])
+                parts.append(np.asarray(_predict(self, jnp.asarray(chunk)))[:m])
             return np.concatenate(parts) if parts else np.zeros((0, *self.output_shape), np.float32)
         return np.asarray(_predict(self, _multi(xs, self.input_names)))
 

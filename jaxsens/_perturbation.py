@@ -190,7 +190,7 @@ def row_bytes(task: _Task, row_shape) -> int:
     index = jax.ShapeDtypeStruct((), jnp.uint32)
     n_eval = jax.eval_shape(lambda r, i: _row_inputs(task, r, i)[0], row, index).shape[0]
     example = jax.ShapeDtypeStruct(tuple(task.model.input_shape), jnp.float32)
-    # the model is traced alone: PRNG key values in a jaxpr have no numpy dtype for the engine's estimate
+    # the model is traced alone (the copy slots run one after the other); the copies are counted explicitly
     model_bytes = _engine.estimate_bytes_per_sample(lambda x: task.model.apply(task.model.params, x), example)
     per_copy = 4 * (math.prod(task.model.input_shape) + 3 * math.prod(task.model.output_shape))
     return model_bytes + 3 * n_eval * per_copy

@@ -231,3 +231,18 @@ def test_sklearn_classifier_with_zipmap_explains_its_probabilities():
     model = jaxsens.Model.from_onnx(to_onnx(clf, x[:1], target_opset=17))  # ZipMap on: outputs are label + maps
     assert model.output_shape == (3,)
     np.testing.assert_allclose(model(x), clf.predict_proba(x), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_prediction_pads_ragged_chunks_instead_of_recompiling():
+    from jaxsens._model import _predict
+
+    model = jaxsens.Model.from_onnx(_mlp())
+    xs = np.random.default_rng(2).normal(size=(1000, 4)).astype(np.float32)
+    want = np.concatenate([model(xs[i : i + 1]) for i in range(5)])
+    before = _predict._cache_size()
+    outs = [model(xs[:n], batch_size=256) for n in (1000, 999, 700, 513)]  # ragged tails of one chunk size
+    assert _predict._cache_size() - before == 1
+    for n, out in zip((1000, 999, 700, 513), outs):
+        assert out.shape == (n, 3)
+        np.testing.assert_allclose(out, model(xs[:n], batch_size=8192), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(outs[0][:5], want, rtol=1e-6, atol=1e-7)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import onnx
 import optax
-from onnx import TensorProto, helper, numpy_helper
 
+from jaxsens._dense import dense_onnx
 from jaxsens.examples import N_FEATURES, TRUE_EFFECTS, default_data_path, default_model_path
 
 HIDDEN = (64, 64, 64)
@@ -70,34 +70,15 @@ def train(x, y, *, steps=1500, seed=0):
 
 
 def to_onnx(params, feature_names) -> onnx.ModelProto:
-    nodes, inits, prev = [], [], "input"
-    names = [f"dense_{i}" for i in range(len(params) - 1)] + ["output"]
-    for i, (layer, name) in enumerate(zip(params, names)):
-        w, b = f"{name}/kernel", f"{name}/bias"
-        inits += [numpy_helper.from_array(np.asarray(layer["W"], np.float32), w)]
-        inits += [numpy_helper.from_array(np.asarray(layer["b"], np.float32), b)]
-        nodes.append(helper.make_node("MatMul", [prev, w], [f"{name}/MatMul:0"], name=f"{name}/MatMul"))
-        nodes.append(helper.make_node("Add", [f"{name}/MatMul:0", b], [f"{name}/BiasAdd:0"], name=f"{name}/BiasAdd"))
-        act, out = ("Relu", f"{name}/Relu:0") if i < len(params) - 1 else ("Softmax", "probabilities")
-        nodes.append(helper.make_node(act, [f"{name}/BiasAdd:0"], [out], name=f"{name}/{act}", **({"axis": -1} if act == "Softmax" else {})))
-        prev = out
-    graph = helper.make_graph(
-        nodes,
-        "jaxsens_default",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", N_FEATURES])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
-        inits,
+    return dense_onnx(
+        params,
+        graph_name="jaxsens_default",
+        metadata={
+            "jaxsens.feature_names": json.dumps(list(feature_names)),
+            "jaxsens.output_names": json.dumps(["class_0", "class_1"]),
+            "jaxsens.true_effects": json.dumps({str(k): v for k, v in TRUE_EFFECTS.items()}),
+        },
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9, producer_name="jaxsens")
-    for key, value in {
-        "jaxsens.layer_names": json.dumps(names),
-        "jaxsens.feature_names": json.dumps(list(feature_names)),
-        "jaxsens.output_names": json.dumps(["class_0", "class_1"]),
-        "jaxsens.true_effects": json.dumps({str(k): v for k, v in TRUE_EFFECTS.items()}),
-    }.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model)
-    return model
 
 
 def main():
