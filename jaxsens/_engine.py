@@ -48,7 +48,7 @@ import numpy as np
 from jaxsens import _stats
 from jaxsens._data import Chunk, Source, iter_chunks, open_source
 
-__all__ = ["RunInfo", "choose_batch_size", "estimate_bytes_per_sample", "run"]
+__all__ = ["RunInfo", "choose_batch_size", "estimate_bytes_per_sample", "model_bytes_per_sample", "run"]
 
 Kernel = Callable[[Any, jax.Array, jax.Array, jax.Array], Any]
 Progress = Callable[[int, "int | None"], None]
@@ -207,6 +207,32 @@ def estimate_bytes_per_sample(fn: Callable, *args) -> int:
     """
     closed = jax.make_jaxpr(fn)(*args)
     return max(_jaxpr_bytes(closed.jaxpr), 4)
+
+
+_BYTES_CACHE: dict = {}
+
+
+def model_bytes_per_sample(model, tag, fn: Callable, *args) -> int:
+    """:func:`estimate_bytes_per_sample` of ``fn(*args)``, traced once per architecture and then cached.
+
+    Tracing a converted graph costs tens of milliseconds (more for unrolled recurrences), which a call on a
+    small data set must not pay every time. The cache key is the model's pytree structure (architecture, static
+    metadata), its leaves' shapes and dtypes, ``tag`` (what ``fn`` computes, hashable) and the avals of
+    ``args``; ``fn`` must depend on nothing else.
+    """
+    leaves, treedef = jax.tree.flatten(model)
+    avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in (*leaves, *args))
+    key = (treedef, avals, tag)
+    try:
+        return _BYTES_CACHE[key]
+    except TypeError:  # unhashable static metadata: estimate without caching
+        return estimate_bytes_per_sample(fn, *args)
+    except KeyError:
+        pass
+    value = estimate_bytes_per_sample(fn, *args)
+    if len(_BYTES_CACHE) < 256:
+        _BYTES_CACHE[key] = value
+    return value
 
 
 def _jaxpr_bytes(jaxpr) -> int:

@@ -232,28 +232,16 @@ def jacobian_importance(
     )
 
 
-_BYTES_CACHE: dict = {}
-
-
 def _bytes_per_sample(model: Model, mode: str, outputs: tuple[int, ...] | None) -> int:
     """Memory bound for one sample in the kernel (traced once per architecture, then cached)."""
-    leaves, treedef = jax.tree.flatten(model)
-    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves), mode, outputs)
-    try:
-        return _BYTES_CACHE[key]
-    except TypeError:  # unhashable static metadata: estimate without caching
-        key = None
-    except KeyError:
-        pass
     n_selected = model.n_outputs if outputs is None else len(outputs)
-    per_sample = _engine.estimate_bytes_per_sample(
+    per_sample = _engine.model_bytes_per_sample(
+        model,
+        ("jacobian", mode, outputs),
         _per_sample_jacobian(model, mode, outputs),
         jax.ShapeDtypeStruct(tuple(model.input_shape), jnp.float32),
     )
-    per_sample += 6 * 4 * n_selected * math.prod(model.input_shape)  # J, |J| and the moments' deviations
-    if key is not None and len(_BYTES_CACHE) < 256:
-        _BYTES_CACHE[key] = per_sample
-    return per_sample
+    return per_sample + 6 * 4 * n_selected * math.prod(model.input_shape)  # J, |J| and the moments' deviations
 
 
 def _finalize(jac: _stats.Moments, abs_jac: _stats.Moments, s: np.ndarray) -> dict[str, np.ndarray]:

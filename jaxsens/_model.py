@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Model", "load_model"]
+__all__ = ["Model", "apply_rows", "load_model"]
 
 Shape = tuple[int, ...]
 
@@ -29,6 +29,7 @@ Shape = tuple[int, ...]
         "output_names",
         "layer_names",
         "input_names",
+        "batched",
     ],
     # `source` is only a label for reports: kept out of the pytree so that two weekly files of one architecture,
     # loaded from different paths, still share compiled code (unflattened copies inside jit see the default).
@@ -53,6 +54,8 @@ class Model:
         layer_names: names accepted by :meth:`intermediates`.
         input_names: names of the model's inputs (one for single-input models).
         source: where the model came from (for reports).
+        batched: ``apply`` also has ``apply.apply_batch(params, xs)``, which runs the whole batch through the graph
+            at once (checked at conversion: rows stay on axis 0); see :func:`apply_rows`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -69,6 +72,7 @@ class Model:
     output_names: tuple[str, ...] | None = None
     layer_names: tuple[str, ...] = ()
     input_names: tuple[str, ...] = ("x",)
+    batched: bool = False
     source: str = dataclasses.field(default="", compare=False)
 
     # ------------------------------------------------------------------ constructors
@@ -137,7 +141,7 @@ class Model:
         )
         out = jax.eval_shape(fn, params, example)
         output_shape = tuple(out.shape)
-        _check_batch_axis(fn, params, shapes)
+        batched = _check_batch_axis(fn, params, shapes) and len(shapes) == 1
         meta_features = json.loads(fn.metadata.get(FEATURE_NAMES_KEY, "null"))
         meta_outputs = json.loads(fn.metadata.get(OUTPUT_NAMES_KEY, "null"))
         last = shapes[0][-1] if len(shapes) == 1 and shapes[0] else 1
@@ -150,6 +154,7 @@ class Model:
             output_names=_names(output_names or meta_outputs, int(np.prod(output_shape)), fn.output, "output_names"),
             layer_names=fn.layer_names,
             input_names=fn.input_names,
+            batched=batched,
             source=source if isinstance(source, str | os.PathLike) and not isinstance(source, bytes) else "<onnx>",
         )
 
@@ -225,21 +230,35 @@ class Model:
         return {k: np.asarray(out[k]) for k in names}  # layer order (jit returns dicts sorted by key)
 
 
-def _check_batch_axis(fn, params, shapes) -> None:
-    """The graph must keep samples on axis 0: three rows in, three rows out (not e.g. ``Reshape(-1, 1)``)."""
+def _check_batch_axis(fn, params, shapes) -> bool:
+    """The graph must keep samples on axis 0: rows in, as many rows out (not e.g. ``Reshape(-1, 1)``).
+
+    Returns whether the graph may run whole batches: a symbolic batch axis whose rows stay independent
+    (:func:`converters.onnx_to_jax.rows.rows_independent` follows the batch axis through the traced graph; a
+    ``ReduceSum`` over the batch that steers a ``Loop``, say, makes it ``False``). ``False`` is always safe: the
+    per-sample function then runs under ``vmap``.
+    """
+    from converters.onnx_to_jax.rows import rows_independent
+
     if any(shape and shape[0] is not None for shape in fn.input_shapes):
-        return  # a fixed batch axis (often 1): the per-sample function runs it with batch 1 only
-    batch = [jax.ShapeDtypeStruct((3, *s), d) for s, d in zip(shapes, fn.input_dtypes)]
+        return False  # a fixed batch axis (often 1): the per-sample function runs it with batch 1 only
+    n = 7  # a prime batch size: unlikely to coincide with another axis in the reshape rules
+    batch = [jax.ShapeDtypeStruct((n, *s), d) for s, d in zip(shapes, fn.input_dtypes)]
     try:
-        out = jax.eval_shape(fn.apply_batch, params, *batch)
+        closed = jax.make_jaxpr(fn.apply_batch)(params, *batch)
     except Exception:  # noqa: BLE001 - graphs that cannot run wider batches are still fine per sample
-        return
-    if not out.shape or out.shape[0] != 3:
+        return False
+    out = closed.out_avals[0]
+    if not out.shape or out.shape[0] != n:
         raise ValueError(
-            f"output {fn.output!r} does not keep samples on its first axis: 3 input rows give shape {tuple(out.shape)} "
-            "(the graph reshapes the batch axis together with others, e.g. skl2onnx's Reshape(-1, 1) for "
-            "multi-output regressors); export the model with the batch axis kept, or choose another output="
+            f"output {fn.output!r} does not keep samples on its first axis: {n} input rows give shape "
+            f"{tuple(out.shape)} (the graph reshapes the batch axis together with others, e.g. skl2onnx's "
+            "Reshape(-1, 1) for multi-output regressors); export the model with the batch axis kept, or choose "
+            "another output="
         )
+    leaves = jax.tree.leaves(params)
+    ok, _ = rows_independent(closed, [None] * len(leaves) + [0] * len(batch), values=leaves)
+    return ok
 
 
 def _tensor_names(fn) -> set[str]:
@@ -255,9 +274,22 @@ def _multi(xs, names):
     return tuple(jnp.asarray(v) for v in xs)
 
 
+def apply_rows(model: Model, params, xs):
+    """``model.apply`` over a batch ``xs`` ``[batch, *input_shape]`` -> ``[batch, *output_shape]`` (traceable).
+
+    Converted graphs whose batch axis keeps its rows (``model.batched``) run the batch through the graph at
+    once, so an op sees every row: the recurrent ops then put the batch on the minor axis of their state
+    (vectorised gate maths). Otherwise ``vmap`` of the per-sample function. Both compute every row
+    independently; per-sample transformations (``jacrev`` per row) keep using ``model.apply``.
+    """
+    if model.batched:
+        return model.apply.apply_batch(params, xs)
+    return jax.vmap(model.apply, in_axes=(None, 0))(params, xs)
+
+
 @jax.jit
 def _predict(model: Model, xs):
-    return jax.vmap(model.apply, in_axes=(None, 0))(model.params, xs)
+    return apply_rows(model, model.params, xs)
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxsens import _engine, _stats
 from jaxsens._data import iter_chunks, open_source
+from jaxsens._model import apply_rows
 from jaxsens._metrics import Metric, check_targets, get_metric
 from jaxsens._results import (
     finish_figure,
@@ -135,7 +136,7 @@ def _predictions(task: _Task, xs, row_index):
     slot's activations.
     """
     inputs, parts = jax.vmap(_row_inputs, in_axes=(None, 0, 0))(task, xs, row_index)
-    apply = functools.partial(jax.vmap(task.model.apply, in_axes=(None, 0)), task.model.params)
+    apply = functools.partial(apply_rows, task.model, task.model.params)
     preds = jax.lax.map(apply, jnp.moveaxis(inputs, 1, 0))  # [1 + n_variants, batch, *output_shape]
     return jnp.moveaxis(preds, 0, 1), parts
 
@@ -191,7 +192,9 @@ def row_bytes(task: _Task, row_shape) -> int:
     n_eval = jax.eval_shape(lambda r, i: _row_inputs(task, r, i)[0], row, index).shape[0]
     example = jax.ShapeDtypeStruct(tuple(task.model.input_shape), jnp.float32)
     # the model is traced alone (the copy slots run one after the other); the copies are counted explicitly
-    model_bytes = _engine.estimate_bytes_per_sample(lambda x: task.model.apply(task.model.params, x), example)
+    model_bytes = _engine.model_bytes_per_sample(
+        task.model, "apply", lambda x: task.model.apply(task.model.params, x), example
+    )
     per_copy = 4 * (math.prod(task.model.input_shape) + 3 * math.prod(task.model.output_shape))
     return model_bytes + 3 * n_eval * per_copy
 

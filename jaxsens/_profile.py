@@ -434,7 +434,7 @@ def lek_profile(
     total = n_features * n_settings * int(steps)
     if batch_size is None:
         example = jax.ShapeDtypeStruct(tuple(model.input_shape), jnp.float32)
-        per_point = _engine.estimate_bytes_per_sample(lambda x: model.apply(model.params, x), example)
+        per_point = _engine.model_bytes_per_sample(model, "apply", lambda x: model.apply(model.params, x), example)
         batch_size = _engine.choose_batch_size(per_point, n_rows=total, devices=jax.local_devices()[:1])
     elif isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -269,11 +269,16 @@ def test_converted_onnx_matches_keras_on_onnxruntime(flavor, arch):
 
 @pytest.mark.parametrize(("flavor", "arch"), ARCH_CASES)
 def test_model_predict_matches_keras(flavor, arch):
+    """Batch prediction equals Keras; single-input graphs run whole batches (``Model.batched``: the row check
+    accepts every architecture here), and that equals the per-sample function under ``vmap``."""
     _, _, xs, want = _converted(flavor, arch)
     model = _jaxsens_model(flavor, arch)
     got = model(_arg(xs))
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert model.batched == (model.n_inputs == 1)
+    per_sample = jax.vmap(model.apply, in_axes=(None, 0))(model.params, _arg(xs))
+    np.testing.assert_allclose(got, per_sample, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -215,8 +215,13 @@ def _case_id(case):
     return "-".join(str(p) for p in parts).replace(" ", "")
 
 
+@pytest.mark.parametrize("path", ["unrolled", "scan"])
 @pytest.mark.parametrize("case", RECURRENT_CASES, ids=_case_id)
-def test_recurrent_matches_onnxruntime(case):
+def test_recurrent_matches_onnxruntime(case, path, monkeypatch):
+    """Every case on both code paths: short sequences are unrolled statically, long ones run in lax.scan."""
+    from converters.onnx_to_jax.ops import rnn
+
+    monkeypatch.setattr(rnn, "UNROLL_MAX_STEPS", T if path == "unrolled" else 0)
     op, direction, layout, attrs, bias, seq, dyn, h0, c0, peep = case
     (proto, feeds), (twin, twin_feeds), outputs = _recurrent_case(
         op,
