@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.onnx_to_jax.ops.rnn import unroll_limit
 from jaxsens import _engine, _stats
-from jaxsens._model import Model
+from jaxsens._model import Model, apply_rows
 from jaxsens._results import JacobianImportance
 
 __all__ = ["jacobian_importance"]
@@ -52,6 +53,43 @@ def _per_sample_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | Non
     return jax.jacrev(f) if mode == "reverse" else jax.jacfwd(f)
 
 
+def _batch_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None, sums_to_one: bool = False):
+    """``xs -> J`` of shape ``[batch, n_selected_outputs, *input_shape]`` through the whole-batch graph.
+
+    Only for ``model.batched`` graphs, whose rows are proven independent: then the pull-back of the cotangent
+    "output k of every row" is every row's gradient of output k, and the push-forward of "input element j of
+    every row" is every row's column j. Reverse mode pulls back one cotangent per selected output (``K - 1``
+    for a softmax head, see :func:`_per_sample_jacobian`), forward mode pushes one tangent per input element;
+    both ``vmap`` over those directions, which keeps the batch axis inside the graph (recurrent cells keep it
+    on the minor axis of their state).
+    """
+    input_shape = tuple(model.input_shape)
+    n_in = math.prod(input_shape)
+
+    def f(xs):
+        y = apply_rows(model, model.params, xs).reshape(xs.shape[0], -1)
+        return y if outputs is None else y[:, np.asarray(outputs)]
+
+    def jac(xs):
+        n = xs.shape[0]
+        if mode == "reverse":
+            y, pull = jax.vjp(f, xs)
+            k = y.shape[1]
+            rows = k - 1 if sums_to_one and outputs is None else k
+            cts = jnp.broadcast_to(jnp.eye(k, dtype=y.dtype)[:rows, None, :], (rows, n, k))
+            (head,) = jax.vmap(pull)(cts)  # [rows, n, *input_shape]
+            if rows < k:
+                head = jnp.concatenate([head, -jnp.sum(head, axis=0, keepdims=True)], axis=0)
+            return jnp.moveaxis(head, 0, 1)
+        tangents = jnp.broadcast_to(
+            jnp.eye(n_in, dtype=xs.dtype).reshape(n_in, 1, *input_shape), (n_in, n, *input_shape)
+        )
+        cols = jax.vmap(lambda t: jax.jvp(f, (xs,), (t,))[1])(tangents)  # [n_in, n, k]
+        return jnp.moveaxis(cols, 0, -1).reshape(n, cols.shape[-1], *input_shape)
+
+    return jac
+
+
 def _softmax_head(model: Model) -> bool:
     """True when the model's output is a softmax over its (only) output axis, read off the ONNX graph."""
     from converters.onnx_to_jax.graph import OnnxFunction
@@ -68,12 +106,19 @@ def _softmax_head(model: Model) -> bool:
     return node.attrs.get("axis", -1 if fn.opset >= 13 else 1) in (-1, 1)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one"))
-def _jacobian_kernel(model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False):
+@functools.partial(
+    jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one", "batched")
+)
+def _jacobian_kernel(
+    model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False, batched=False
+):
     """Per-chunk summaries: moments of ``J`` and ``|J|``, of their sums over time, and of the inputs."""
     del row_index  # deterministic method: no per-row randomness
-    with jax.default_matmul_precision(precision):
-        jac = jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)  # [B, k, *input_shape]
+    with jax.default_matmul_precision(precision), unroll_limit(0):  # reverse-mode prefers lax.scan
+        if batched:
+            jac = _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
+        else:
+            jac = jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)
     abs_jac = jnp.abs(jac)
     stats = {"jac": _stats.moments_of(jac, mask), "abs": _stats.moments_of(abs_jac, mask)}
     if xs.ndim > 2:  # sequence / image inputs: the per-feature aggregate over the leading input axes
@@ -106,7 +151,9 @@ def jacobian_importance(
 
     For every sample, :math:`J(x) = \partial f(x) / \partial x` of shape ``[n_outputs, *input_shape]`` is
     computed with ``jax.vmap(jax.jacrev(f))`` (or ``jacfwd``) inside one compiled kernel per model
-    architecture and chunk shape; per-chunk moments are merged in float64 (Chan et al.), so ``batch_size`` and
+    architecture and chunk shape (for converted graphs whose rows are proven independent, ``model.batched``:
+    one pull-back per output, or push-forward per input element, of the whole-batch graph, which gives the same
+    per-sample Jacobians); per-chunk moments are merged in float64 (Chan et al.), so ``batch_size`` and
     the number of devices do not change the results beyond float32 rounding (< 1e-6 relative).
 
     Args:
@@ -189,6 +236,7 @@ def jacobian_importance(
         correlate=correlate,
         precision=precision,
         sums_to_one=_softmax_head(model),
+        batched=model.batched,
     )
     per_sample = None if batch_size is not None else _bytes_per_sample(model, resolved, selected)
     stats, info = _engine.run(

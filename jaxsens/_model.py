@@ -35,7 +35,7 @@ Shape = tuple[int, ...]
     # loaded from different paths, still share compiled code (unflattened copies inside jit see the default).
     drop_fields=["source"],
 )
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Model:
     """A network as ``apply(params, x)``: a pure function of **one sample** and a pytree of parameters.
 
@@ -164,6 +164,14 @@ class Model:
         from converters.keras import keras_to_onnx
 
         return cls.from_onnx(keras_to_onnx(keras_model, safe=safe), **kwargs)
+
+    def __repr__(self) -> str:  # the default dataclass repr would print every weight
+        n_params = sum(int(np.size(v)) for v in jax.tree.leaves(self.params))
+        layers = list(self.layer_names[:8]) + (["..."] if len(self.layer_names) > 8 else [])
+        return (
+            f"Model(source={self.source!r}, input_shape={self.input_shape}, output_shape={self.output_shape}, "
+            f"n_params={n_params:,}, layers={layers}, batched={self.batched})"
+        )
 
     # ------------------------------------------------------------------ derived
     @property

@@ -292,6 +292,24 @@ def test_jacobian_matches_tensorflow(flavor, arch):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("flavor", "arch"), [p for p in ARCH_CASES if not p.id.endswith(("-embedding", "-merge"))]
+)
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_jacobian_importance_matches_tensorflow(flavor, arch, mode):
+    """jacobian_importance runs these graphs whole-batch (``model.batched``: vjp / jvp of the batched graph, one
+    direction per output or input element); its mean |J| and mean J equal TensorFlow's per-sample
+    ``batch_jacobian`` averaged over the rows."""
+    keras_model, _, xs, _ = _converted(flavor, arch)
+    model = _jaxsens_model(flavor, arch)
+    assert model.batched
+    (tf_jac,) = _tf_batch_jacobians(keras_model, xs)
+    tf_jac = tf_jac.reshape(tf_jac.shape[0], model.n_outputs, *model.input_shape)
+    result = jaxsens.jacobian_importance(model, xs[0], mode=mode)
+    np.testing.assert_allclose(result.mean_abs, np.abs(tf_jac).mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.mean, tf_jac.mean(0), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_several_inputs_as_tuple_or_dict(flavor):
     _, _, xs, want = _converted(flavor, "merge")
