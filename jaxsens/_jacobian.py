@@ -114,7 +114,8 @@ def _jacobian_kernel(
 ):
     """Per-chunk summaries: moments of ``J`` and ``|J|``, of their sums over time, and of the inputs."""
     del row_index  # deterministic method: no per-row randomness
-    with jax.default_matmul_precision(precision), unroll_limit(0):  # reverse-mode prefers lax.scan
+    # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
+    with jax.default_matmul_precision(precision), unroll_limit(0):
         if batched:
             jac = _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
         else:

@@ -111,6 +111,51 @@ def test_an_ignored_input_gets_exactly_zero(method, mlp, seq):
     assert np.all(out[2] == 0) and np.all(np.abs(out[:2]) > 0)
 
 
+def _onnx_mlp_ignoring_last_input():
+    """A converted graph (runs whole batches, ``model.batched``): 4 -> tanh(8) -> 2, input 3 has zero weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w1 = rng.normal(size=(4, 8)).astype(np.float32)
+    w1[3] = 0.0
+    inits = [
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(rng.normal(size=(8,)).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(size=(8, 2)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Tanh", ["hb"], ["a"]),
+        helper.make_node("MatMul", ["a", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    return jaxsens.Model.from_onnx(proto)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_batched_graphs_keep_exact_zeros_and_equal_the_per_sample_path(method):
+    """Whole-batch graphs: every variant slot runs the same code at the same positions, so the ignored input still
+    gets exactly 0, and the result equals the per-sample (vmap) path of the same graph."""
+    import dataclasses
+
+    model = _onnx_mlp_ignoring_last_input()
+    assert model.batched
+    X = np.random.default_rng(6).normal(size=(150, 4)).astype(np.float32)
+    y = np.asarray(model(X)) + 0.1
+    out = np.asarray(METHODS[method](model, X, y, None))
+    assert np.all(out[3] == 0) and np.all(np.abs(out[:3]) > 0), out
+    per_sample = np.asarray(METHODS[method](dataclasses.replace(model, batched=False), X, y, None))
+    np.testing.assert_allclose(out, per_sample, rtol=1e-5, atol=1e-7)
+
+
 def test_perturbation_streams_a_npy_file_like_an_array(mlp, tmp_path):
     model, X, _, _ = mlp
     np.save(tmp_path / "x.npy", X)

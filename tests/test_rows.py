@@ -50,6 +50,12 @@ MIXING = {
     "sort_batch": (lambda x: jnp.sort(x, 0), "sorts along or across the batch axis"),
     "gram": (lambda x: jnp.pad(x @ x.T, ((0, 0), (0, 4)))[:, :4], "contracts or crosses the batch axis"),
     "shifted_rows": (lambda x: jnp.roll(x, 1, axis=0), "batch axis"),
+    "loop_from_row_index": (
+        lambda x: jax.lax.fori_loop(
+            0, 2, lambda i, c: c + x, jnp.broadcast_to(jnp.arange(13.0)[:, None], (13, 4))[: x.shape[0]]
+        ),
+        "varies along the batch axis",
+    ),
 }
 
 

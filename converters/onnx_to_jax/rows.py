@@ -287,20 +287,48 @@ def _rule(eqn, ins: list[_Val]) -> list[_Val]:
     raise _Mixed(f"no rule for {_where(eqn)} on a batched value")
 
 
+def _broadcast(x, shape, broadcast_dimensions, **_):
+    expanded = [1] * len(shape)
+    for i, d in enumerate(broadcast_dimensions):
+        expanded[d] = x.shape[i]
+    return np.broadcast_to(x.reshape(expanded), shape)
+
+
+def _slice(x, start_indices, limit_indices, strides, **_):
+    strides = strides or (1,) * x.ndim
+    return x[tuple(slice(a, b, c) for a, b, c in zip(start_indices, limit_indices, strides))]
+
+
+_NUMPY = {
+    "squeeze": lambda x, dimensions, **_: np.squeeze(x, axis=tuple(dimensions)),
+    "broadcast_in_dim": _broadcast,
+    "slice": _slice,
+    "transpose": lambda x, permutation, **_: np.transpose(x, permutation),
+    "reshape": lambda x, new_sizes, **_: x.reshape(new_sizes),
+    "convert_element_type": lambda x, new_dtype, **_: x.astype(new_dtype),
+    "concatenate": lambda *xs, dimension, **_: np.concatenate(xs, axis=dimension),
+    "neg": lambda x, **_: -x,
+    "add": lambda x, y, **_: x + y,
+    "sub": lambda x, y, **_: x - y,
+    "mul": lambda x, y, **_: x * y,
+    "max": lambda x, y, **_: np.maximum(x, y),
+    "min": lambda x, y, **_: np.minimum(x, y),
+}
+
+
 def _unbatched(eqn, ins: list[_Val]) -> list[_Val]:
     """Outputs of an equation whose inputs do not depend on the rows, with the axes they are constant along."""
     name, p = eqn.primitive.name, eqn.params
     shapes = [_shape(eqn, k) for k in range(len(eqn.outvars))]
     if (
-        all(v.value is not None for v in ins)
-        and name not in _CALLS | {"scan", "while", "cond"}
-        and sum(math.prod(v.shape) for v in ins) + sum(math.prod(s) for s in shapes) <= _EVAL_LIMIT
+        name in _NUMPY
+        and all(v.value is not None for v in ins)
+        and sum(math.prod(v.shape) for v in ins) + math.prod(shapes[0]) <= _EVAL_LIMIT
     ):
-        # small constant arithmetic (zero states, folded shapes): evaluate it, so that "constant along the
-        # batch axis" is checked on the actual values
-        outs = eqn.primitive.bind(*[v.value for v in ins], **p)
-        outs = outs if eqn.primitive.multiple_results else [outs]
-        return [_Val(None, s, value=np.asarray(o)) for s, o in zip(shapes, outs)]
+        # small constant arithmetic (zero states, folded shapes) in numpy, so that "constant along the batch
+        # axis" is checked on the actual values (jax's eager ops would compile each primitive: ~1 s at load)
+        out = _NUMPY[name](*[np.asarray(v.value) for v in ins], **p)
+        return [_Val(None, shapes[0], value=np.asarray(out).reshape(shapes[0]))]
     if name == "dot_general":
         (lc, rc), (lb, rb) = p["dimension_numbers"]
         lhs, rhs = ins
@@ -322,6 +350,9 @@ def _unbatched(eqn, ins: list[_Val]) -> list[_Val]:
             if v.shape:
                 const &= {i for i in const if v.constant_along(i)}
         return [_Val(None, s, frozenset(const)) for s in shapes]
+    if name == "concatenate":
+        axes = set(range(len(shapes[0]))) - {p["dimension"]}
+        return [_Val(None, shapes[0], frozenset(a for a in axes if all(v.constant_along(a) for v in ins)))]
     if name == "transpose" and ins[0].const:
         perm = list(p["permutation"])
         return [_Val(None, shapes[0], frozenset(perm.index(i) for i in ins[0].const))]
@@ -377,7 +408,10 @@ def _join(old: _Val, new: _Val, where: str) -> _Val:
             return _Val(None, old.shape, old.const & new.const)
         return old
     if old.axis is None or new.axis is None:
-        return _Val(old.axis if old.axis is not None else new.axis, old.shape)
+        axis = old.axis if old.axis is not None else new.axis
+        if _varies(old if old.axis is None else new, axis):  # e.g. a loop started from an iota along the batch
+            raise _Mixed(f"{where}: a value that varies along the batch axis meets the batch")
+        return _Val(axis, old.shape)
     raise _Mixed(f"{where}: a loop carry moves its batch axis ({old.axis} -> {new.axis})")
 
 

@@ -1,4 +1,4 @@
-"""Recurrent ONNX ops: ``RNN``, ``GRU`` and ``LSTM`` (opsets 7-22), each one ``jax.lax.scan`` over time.
+"""Recurrent ONNX ops: ``RNN``, ``GRU`` and ``LSTM`` (opsets 7-22), a static loop or ``jax.lax.scan`` over time.
 
 Shapes follow the ONNX spec, with ``T`` time steps, ``N`` batch, ``I`` input size, ``H`` hidden size, ``D``
 directions (2 for ``direction="bidirectional"``, else 1) and ``G`` gates (``RNN`` 1; ``GRU`` 3 in order z, r, h;
@@ -16,7 +16,7 @@ the recurrent product and the gate maths. Inside, states are ``[H, N]``: the bat
 so XLA vectorises the gate maths over samples even for tiny hidden sizes (``[N, 10]`` gates ran ~5x slower per
 element on CPU), and gate slices are contiguous rows; sequences of at most :data:`UNROLL_MAX_STEPS` steps are then
 unrolled statically. A per-sample call (``N = 1`` under ``jax.vmap``, as in per-row Jacobians) keeps ``[N, H]``
-and ``jax.lax.scan``. The reverse direction reads time backwards.
+and ``jax.lax.scan``; so do gradient kernels (:func:`unroll_limit`). The reverse direction reads time backwards.
 
 Choices where the spec is silent follow onnxruntime's CPU kernels, the runtime most exporters are checked against:
 
