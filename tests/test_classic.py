@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_graphs import single_input_model
+from onnx import helper, numpy_helper
 
 import jaxsens
 from jaxsens._classic import WeightImportance, connection_weights, garson, weight_sums
@@ -53,14 +54,7 @@ def _hand_onnx() -> onnx.ModelProto:
         helper.make_node("MatMul", ["t2", "v"], ["z"], name="out_matmul"),
         helper.make_node("Add", ["z", "c"], ["y"], name="out_bias"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "hand",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    return single_input_model(nodes, inits, n_in=2, n_out=1, batch="n", name="hand")
 
 
 def test_connection_weights_by_hand(hand_model):

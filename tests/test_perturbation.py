@@ -113,7 +113,9 @@ def test_an_ignored_input_gets_exactly_zero(method, mlp, seq):
 
 def _onnx_mlp_ignoring_last_input():
     """A converted graph (runs whole batches, ``model.batched``): 4 -> tanh(8) -> 2, input 3 has zero weights."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
+
+    from _onnx_graphs import single_input_model
 
     rng = np.random.default_rng(5)
     w1 = rng.normal(size=(4, 8)).astype(np.float32)
@@ -129,14 +131,7 @@ def _onnx_mlp_ignoring_last_input():
         helper.make_node("Tanh", ["hb"], ["a"]),
         helper.make_node("MatMul", ["a", "w2"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-        inits,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    proto = single_input_model(nodes, inits, n_in=4, n_out=2, name="mlp")
     return jaxsens.Model.from_onnx(proto)
 
 

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import jaxsens
+from _onnx_graphs import single_input_model
 from converters.onnx_to_jax.rows import rows_independent
 
 W = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32)
@@ -88,15 +89,8 @@ def test_mixing_rows_are_refused_with_the_reason(name):
     assert _rows_mix_numerically(fn)
 
 
-def _graph(nodes, inits=(), out_shape=("N", 4)):
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))],
-        list(inits),
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+def _graph(nodes, inits=()):
+    return single_input_model(nodes, inits, n_in=4, n_out=4)
 
 
 def test_a_graph_that_normalises_over_the_batch_runs_per_sample():
