@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -149,6 +152,35 @@ def test_batched_graphs_keep_exact_zeros_and_equal_the_per_sample_path(method):
     assert np.all(out[3] == 0) and np.all(np.abs(out[:3]) > 0), out
     per_sample = np.asarray(METHODS[method](dataclasses.replace(model, batched=False), X, y, None))
     np.testing.assert_allclose(out, per_sample, rtol=1e-5, atol=1e-7)
+
+
+def test_four_devices_give_the_single_device_result(tmp_path):
+    """Per-row keys fold_in(key, row_index): sharding the chunks over 4 (forced host) devices draws the same noise
+    for every row, so the effects equal the 1-device run here; the whole-batch graph is sharded on its batch axis."""
+    script = textwrap.dedent(
+        f"""
+        import sys, jax, numpy as np
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_perturbation import _onnx_mlp_ignoring_last_input, KEY
+        import jaxsens
+        assert len(jax.local_devices()) == 4, jax.local_devices()
+        X = np.random.default_rng(6).normal(size=(301, 4)).astype(np.float32)
+        r = jaxsens.perturbation_importance(_onnx_mlp_ignoring_last_input(), X, key=KEY, n_draws=3, batch_size=64)
+        r.save({str(tmp_path / "r4.json")!r})
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    four = load_result(tmp_path / "r4.json")
+    X = np.random.default_rng(6).normal(size=(301, 4)).astype(np.float32)
+    one = perturbation_importance(_onnx_mlp_ignoring_last_input(), X, key=KEY, n_draws=3, batch_size=64)
+    assert four.n_samples == one.n_samples == 301
+    np.testing.assert_allclose(four.effect_per_output, one.effect_per_output, rtol=1e-6)
+    np.testing.assert_allclose(four.mean_change, one.mean_change, rtol=1e-5, atol=1e-9)
+    assert np.all(four.effect[3] == 0)
 
 
 def test_perturbation_streams_a_npy_file_like_an_array(mlp, tmp_path):
