@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsens import _engine
+from jaxsens._model import apply_rows
 from jaxsens._metrics import Metric, check_targets, get_metric
 from jaxsens._perturbation import (
     _change_kernel,
@@ -228,13 +229,13 @@ def _profile_kernel(model, settings, grid, index):
     """Predictions at flat indices ``index`` of the (feature, setting, step) cube."""
     n_features, n_settings, steps = grid.shape[0], settings.shape[0], grid.shape[1]
 
-    def one(i):
+    def point(i):
         j, rest = i // (n_settings * steps), i % (n_settings * steps)
         s, k = rest // steps, rest % steps
-        x = jnp.where(jnp.arange(n_features) == j, grid[j, k], settings[s])
-        return model.apply(model.params, x).reshape(-1)
+        return jnp.where(jnp.arange(n_features) == j, grid[j, k], settings[s])
 
-    return jax.vmap(one)(index)
+    xs = jax.vmap(point)(index)
+    return apply_rows(model, model.params, xs).reshape(xs.shape[0], -1)
 
 
 @register_result("lek_profile")
