@@ -236,22 +236,6 @@ def test_bundled_example_matches_onnx_initializers():
     np.testing.assert_allclose(weight_sums(m).importance, np.abs(kernels[0]).sum(axis=1), rtol=1e-6)
 
 
-def _keras_model_to_jaxsens(model):
-    """``Model.from_keras`` when the Keras converter is installed, else tf2onnx directly (same route)."""
-    try:
-        import converters.keras  # noqa: F401
-    except ImportError:
-        import tensorflow as tf
-        import tf2onnx
-
-        spec = (tf.TensorSpec((None, model.input_shape[-1]), tf.float32, name="x"),)
-        proto, _ = tf2onnx.convert.from_function(
-            tf.function(lambda x: model(x)), input_signature=spec, opset=17
-        )
-        return jaxsens.Model.from_onnx(proto)
-    return jaxsens.Model.from_keras(model)
-
-
 @pytest.mark.slow
 def test_keras_dense_stack():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -270,13 +254,13 @@ def test_keras_dense_stack():
     deep = keras.Model(inp, keras.layers.Dense(2, activation="sigmoid", **init)(h))
     xs = np.random.default_rng(2).normal(size=(9, 4)).astype(np.float32)
 
-    m = _keras_model_to_jaxsens(shallow)
+    m = jaxsens.Model.from_keras(shallow)
     kernels = [np.asarray(w, np.float64) for w in shallow.get_weights()[::2]]
     np.testing.assert_allclose(connection_weights(m).importance, (kernels[0] @ kernels[1]).T, rtol=1e-5)
     np.testing.assert_allclose(garson(m).importance, _garson_loops(*kernels), rtol=1e-5)
     np.testing.assert_allclose(weight_sums(m).importance, np.abs(kernels[0]).sum(axis=1), rtol=1e-6)
 
-    md = _keras_model_to_jaxsens(deep)
+    md = jaxsens.Model.from_keras(deep)
     layers = dense_layers(md)
     assert [layer.activation for layer in layers] == ["leaky_relu", "elu", "swish", "clip", "sigmoid"]
     np.testing.assert_allclose(np.asarray(apply_layers(layers, xs)), deep.predict(xs, verbose=0), atol=1e-5)

@@ -488,22 +488,6 @@ def test_errors_name_the_argument_and_the_fix(mlp, call, match):
 
 
 # --------------------------------------------------------------------------------------------------- seed 001
-def _keras_to_model(keras_model):
-    """Convert through the project's Keras converter; tf2onnx's function route if that is not available."""
-    try:
-        import converters.keras  # noqa: F401
-    except ImportError:
-        import tensorflow as tf
-        import tf2onnx
-
-        spec = (tf.TensorSpec((None, *keras_model.input_shape[1:]), tf.float32, name="x"),)
-        proto, _ = tf2onnx.convert.from_function(
-            tf.function(lambda x: keras_model(x)), input_signature=spec, opset=17
-        )
-        return jaxsens.Model.from_onnx(proto)
-    return jaxsens.Model.from_keras(keras_model)
-
-
 @pytest.mark.slow
 def test_seed001_lstm_variables_1_and_2_dominate():
     """Seed 001: 3-layer LSTM on y_t = x0_t * x1_t < 0.25; effects of variables 1 and 2 >> variable 3."""
@@ -520,7 +504,7 @@ def test_seed001_lstm_variables_1_and_2_dominate():
     X = rng.random((4000, 10, 3)).astype(np.float32)
     net.fit(X, (X[:, :, 0] * X[:, :, 1] < 0.25).astype(np.float32), batch_size=32, epochs=4, verbose=0)
 
-    model = _keras_to_model(net)
+    model = jaxsens.Model.from_keras(net)
     sample = rng.random((1000, 10, 3)).astype(np.float32)
     np.testing.assert_allclose(model(sample), net.predict(sample, verbose=0), atol=1e-5)
     r = perturbation_importance(model, sample, scale=0.2, key=jax.random.key(2019))
