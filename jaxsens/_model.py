@@ -54,8 +54,8 @@ class Model:
         layer_names: names accepted by :meth:`intermediates`.
         input_names: names of the model's inputs (one for single-input models).
         source: where the model came from (for reports).
-        batched: ``apply`` also has ``apply.apply_batch(params, xs)``, which runs the whole batch through the graph
-            at once (checked at conversion: rows stay on axis 0); see :func:`apply_rows`.
+        batched: the converted graph may run whole batches at once (``apply.apply_batch(params, xs)``): checked at
+            conversion, every output row provably depends on its own input row only; see :func:`apply_rows`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -290,7 +290,7 @@ def apply_rows(model: Model, params, xs):
     (vectorised gate maths). Otherwise ``vmap`` of the per-sample function. Both compute every row
     independently; per-sample transformations (``jacrev`` per row) keep using ``model.apply``.
     """
-    if model.batched:
+    if model.batched and hasattr(model.apply, "apply_batch"):
         return model.apply.apply_batch(params, xs)
     return jax.vmap(model.apply, in_axes=(None, 0))(params, xs)
 
