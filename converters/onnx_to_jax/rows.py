@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,15 +53,20 @@ class _Mixed(Exception):
 
 # Loop carries start from their initial values (often an unbatched zero state) and become batched after one step.
 # While a loop's carry axes settle, passes run leniently (an unbatched value may meet the batch element-wise);
-# the final pass, with settled axes, checks strictly. Nested loops inherit the outer loop's leniency.
-_lenient = [0]
+# the final pass, with settled axes, checks strictly. Nested loops inherit the outer loop's leniency. Per thread:
+# two models may be converted at once.
+_state = threading.local()
+
+
+def _lenient() -> int:
+    return getattr(_state, "lenient", 0)
 # unbatched equations on concrete values up to this many elements (inputs + outputs) are evaluated
 _EVAL_LIMIT = 1 << 16
 
 
 def _varies(v: _Val, axis: int) -> bool:
     """``v`` is unbatched and not known to be constant along ``axis`` (ignored while carries settle)."""
-    return not _lenient[0] and v.axis is None and bool(v.shape) and not v.constant_along(axis)
+    return not _lenient() and v.axis is None and bool(v.shape) and not v.constant_along(axis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,11 +424,11 @@ def _join(old: _Val, new: _Val, where: str) -> _Val:
 def _fixed_point(body, consts: list[_Val], carry: list[_Val], extra: list[_Val], where: str):
     """Settle the carries' batch axes (lenient passes), then run the body once more with them, strictly."""
     for _ in range(len(carry) + 2):
-        _lenient[0] += 1
+        _state.lenient = _lenient() + 1
         try:
             outs = _call(body, consts + carry + extra)
         finally:
-            _lenient[0] -= 1
+            _state.lenient -= 1
         new_carry = [_join(c, o, where) for c, o in zip(carry, outs[: len(carry)])]
         if [(c.axis, c.const) for c in new_carry] == [(c.axis, c.const) for c in carry]:
             return carry, _call(body, consts + carry + extra)
