@@ -711,6 +711,26 @@ def neuralsens_competitor(params, x: np.ndarray, *, use_torch: bool, max_n: int)
 
 
 # ---------------------------------------------------------------------------------------------------- suites
+def peer_competitors(args, x, jax_fn, keras_model, torch_fn, torch_label: str) -> list[Competitor]:
+    """The peers every suite runs: (a) ``jit(vmap(jacrev(jax_fn)))``, (b) TF ``batch_jacobian`` with and without
+    XLA, (c) ``torch.func`` on ``torch_fn()`` (a per-batch callable), unless ``--no-tf`` / ``--no-torch``."""
+    run_a, warm_a = jax_loop(jax_fn, x, args.batch)
+    comps = [Competitor(A_KEY, "(a) JAX jit(vmap(jacrev)) in-memory", run_a, warm_a, group="a", subset_ok=False)]
+    if not args.no_tf:
+        for jit in (True, False):
+            run_b, warm_b = tf_loop(keras_model, x, args.batch, jit_compile=jit)
+            label = f"(b) TF batch_jacobian{' jit_compile' if jit else ''}"
+            comps.append(Competitor("tf_xla" if jit else "tf", label, run_b, warm_b, group="bc"))
+    if not args.no_torch:
+        import torch
+
+        torch.set_num_threads(cpu_count())
+        net = torch_fn()
+        run_c, warm_c = torch_loop(lambda v: net(v), x, args.batch)
+        comps.append(Competitor("torch", torch_label, run_c, warm_c, group="bc"))
+    return comps
+
+
 def mlp_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
     log(f"\n##### seed-000 MLP {' -> '.join(map(str, MLP_SIZES))} (softmax), N = {args.n:,d} #####")
     os.makedirs(TMP_DIR, exist_ok=True)
@@ -756,29 +776,9 @@ def mlp_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
             comps.append(jm)
     else:
         log(f"  ! {why}: the jaxsens rows are missing and peers are checked against (a)")
-    run_a, warm_a = jax_loop(lambda v: mlp_apply(jparams, v), x, args.batch)
-    comps.append(
-        Competitor(A_KEY, "(a) JAX jit(vmap(jacrev)) in-memory", run_a, warm_a, group="a", subset_ok=False)
+    comps += peer_competitors(
+        args, x, lambda v: mlp_apply(jparams, v), keras_model, lambda: torch_mlp(params), "(c) torch.func vmap(jacrev)"
     )
-    if not args.no_tf:
-        for jit in (True, False):
-            run_b, warm_b = tf_loop(keras_model, x, args.batch, jit_compile=jit)
-            comps.append(
-                Competitor(
-                    "tf_xla" if jit else "tf",
-                    f"(b) TF batch_jacobian{' jit_compile' if jit else ''}",
-                    run_b,
-                    warm_b,
-                    group="bc",
-                )
-            )
-    if not args.no_torch:
-        import torch
-
-        torch.set_num_threads(cpu_count())
-        net = torch_mlp(params)
-        run_c, warm_c = torch_loop(lambda v: net(v), x, args.batch)
-        comps.append(Competitor("torch", "(c) torch.func vmap(jacrev)", run_c, warm_c, group="bc"))
 
     # references for the logits (NeuralSens cannot differentiate a softmax)
     if logits_jmodel is not None and js is not None:
@@ -864,28 +864,14 @@ def lstm_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
         comps.append(js)
     else:
         log(f"  ! {why}: the jaxsens row is missing and peers are checked against (a)")
-    run_a, warm_a = jax_loop(lambda v: lstm_apply(jparams, v), x, args.batch)
-    comps.append(
-        Competitor(A_KEY, "(a) JAX jit(vmap(jacrev)) in-memory", run_a, warm_a, group="a", subset_ok=False)
+    comps += peer_competitors(
+        args,
+        x,
+        lambda v: lstm_apply(jparams, v),
+        keras_model,
+        lambda: torch_lstm_fn(params),
+        "(c) torch.func vmap(jacrev), hand cell",
     )
-    if not args.no_tf:
-        for jit in (True, False):
-            run_b, warm_b = tf_loop(keras_model, x, args.batch, jit_compile=jit)
-            comps.append(
-                Competitor(
-                    "tf_xla" if jit else "tf",
-                    f"(b) TF batch_jacobian{' jit_compile' if jit else ''}",
-                    run_b,
-                    warm_b,
-                    group="bc",
-                )
-            )
-    if not args.no_torch:
-        import torch
-
-        torch.set_num_threads(cpu_count())
-        run_c, warm_c = torch_loop(torch_lstm_fn(params), x, args.batch)
-        comps.append(Competitor("torch", "(c) torch.func vmap(jacrev), hand cell", run_c, warm_c, group="bc"))
 
     fwd = lstm_flops(LSTM_SHAPE[1], LSTM_UNITS, LSTM_SHAPE[0])
     n_out = LSTM_SHAPE[0] * LSTM_UNITS[-1]

@@ -121,35 +121,23 @@ METHODS: tuple[Method, ...] = (
         "jaxsens._profile",
         lambda f, c: f(c["model"], c["X"], variant=2),
     ),
-    Method(
-        "forward stepwise",
-        "stepwise",
-        "jaxsens._stepwise",
-        lambda f, c: f(
-            c["model"],
-            c["X"],
-            c["y"],
-            direction="forward",
-            epochs=c["epochs"],
-            learning_rate=c["lr"],
-            key=_key(c),
-        ),
-        retrains=True,
-    ),
-    Method(
-        "backward stepwise",
-        "stepwise",
-        "jaxsens._stepwise",
-        lambda f, c: f(
-            c["model"],
-            c["X"],
-            c["y"],
-            direction="backward",
-            epochs=c["epochs"],
-            learning_rate=c["lr"],
-            key=_key(c),
-        ),
-        retrains=True,
+    *(
+        Method(
+            f"{direction} stepwise",
+            "stepwise",
+            "jaxsens._stepwise",
+            lambda f, c, direction=direction: f(
+                c["model"],
+                c["X"],
+                c["y"],
+                direction=direction,
+                epochs=c["epochs"],
+                learning_rate=c["lr"],
+                key=_key(c),
+            ),
+            retrains=True,
+        )
+        for direction in ("forward", "backward")
     ),
 )
 

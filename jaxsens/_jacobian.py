@@ -106,17 +106,13 @@ def _softmax_head(model: Model) -> bool:
     return node.attrs.get("axis", -1 if fn.opset >= 13 else 1) in (-1, 1)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one", "batched")
-)
-def _jacobian_kernel(
-    model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False, batched=False
-):
+@functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one"))
+def _jacobian_kernel(model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False):
     """Per-chunk summaries: moments of ``J`` and ``|J|``, of their sums over time, and of the inputs."""
     del row_index  # deterministic method: no per-row randomness
     # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
     with jax.default_matmul_precision(precision), unroll_limit(0):
-        if batched:
+        if model.batched:  # static: part of the model's pytree metadata
             jac = _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
         else:
             jac = jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)
@@ -237,7 +233,6 @@ def jacobian_importance(
         correlate=correlate,
         precision=precision,
         sums_to_one=_softmax_head(model),
-        batched=model.batched,
     )
     per_sample = None if batch_size is not None else _bytes_per_sample(model, resolved, selected)
     stats, info = _engine.run(
