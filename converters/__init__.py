@@ -8,6 +8,12 @@
 The package depends on numpy, onnx and jax only; TensorFlow is imported inside the functions that need it.
 """
 
-from converters.errors import ConversionError, ModelFileError, UnsafeModelError, UnsupportedOpError
+from converters.errors import (
+    ConversionError,
+    JaxsensError,
+    ModelFileError,
+    UnsafeModelError,
+    UnsupportedOpError,
+)
 
-__all__ = ["ConversionError", "ModelFileError", "UnsafeModelError", "UnsupportedOpError"]
+__all__ = ["ConversionError", "JaxsensError", "ModelFileError", "UnsafeModelError", "UnsupportedOpError"]

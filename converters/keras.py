@@ -25,6 +25,15 @@ deserialized; ``Lambda`` layers (marshalled Python byte code) and classes that a
 nor registered in this process raise :class:`~converters.errors.UnsafeModelError`. SavedModel graphs are
 checked for ops that run Python or touch files.
 
+Resources: archive members are read with size caps, checked on the sizes the archive declares before anything
+is inflated (and reads stop at the cap whatever the header says). A ``.keras`` file's ``config.json`` /
+``metadata.json`` and a structure ``.json`` file may hold at most :data:`MAX_KERAS_JSON_BYTES` (64 MiB); any
+other member (the weights) at most the byte budget of
+:func:`~converters.onnx_to_jax.registry.max_tensor_bytes` (16 GiB, ``JAXSENS_MAX_TENSOR_BYTES``); and a member
+above :data:`ZIP_RATIO_MIN_BYTES` (16 MiB) may not inflate more than :data:`MAX_ZIP_RATIO` (100) times its
+compressed size (Keras stores members uncompressed; a higher ratio is a zip bomb). Each refusal is a
+:class:`~converters.errors.ModelFileError` naming the file and the member.
+
 Layer names: each node is renamed ``"<keras layer>/<tf name>"`` after the first Keras layer whose output needs
 it, and the ONNX ``metadata_props`` hold ``jaxsens.layer_names`` (the Keras layer names, in order),
 ``jaxsens.layer_outputs`` (layer name -> the ONNX tensor holding its output) and ``jaxsens.source``.
@@ -46,7 +55,15 @@ from typing import Any
 
 import onnx
 
-from converters.errors import ConversionError, MissingExtraError, ModelFileError, UnsafeModelError, require
+from converters.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ConversionError,
+    MissingExtraError,
+    ModelFileError,
+    UnsafeModelError,
+    require,
+)
 
 __all__ = ["check_keras_config", "keras_file_to_onnx", "keras_to_onnx"]
 
@@ -55,6 +72,9 @@ LAYER_OUTPUTS_KEY = "jaxsens.layer_outputs"
 SOURCE_KEY = "jaxsens.source"
 
 MAX_OPSET = 18  # the newest opset tf2onnx 1.17 writes
+MAX_KERAS_JSON_BYTES = 64 * 2**20  # a .keras config.json / metadata.json, a structure .json file
+MAX_ZIP_RATIO = 100  # inflated / compressed size of one .keras member (above ZIP_RATIO_MIN_BYTES)
+ZIP_RATIO_MIN_BYTES = 16 * 2**20
 MIN_OPSET = 9
 
 # TensorFlow ops that run Python or read / write files: never converted from a SavedModel with safe=True.
@@ -107,7 +127,7 @@ def keras_to_onnx(keras_model, *, safe: bool = True, opset: int = 17) -> onnx.Mo
     _check_opset(opset)
     flavor = _flavor(keras_model)
     if flavor is None:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"keras_to_onnx() takes a Keras 3 or tf_keras model, got {type(keras_model).__module__}."
             f"{type(keras_model).__name__}"
         )
@@ -148,26 +168,25 @@ def keras_file_to_onnx(
     Example:
         >>> proto = keras_file_to_onnx("x_structure.json", weights="x_weights.h5")  # doctest: +SKIP
     """
+    from converters.onnx_to_jax.graph import check_model_path
+
     _check_opset(opset)
-    _tf()  # a clear MissingExtraError before anything else
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelFileError(f"Keras model file {path!r} does not exist")
+    check_model_path(path, "Keras model file", folder_ok=True)  # missing, permission denied, empty, not a file
+    _tf()  # a clear MissingExtraError before reading the file
     if weights is not None:
         weights = os.fspath(weights)
         if not path.lower().endswith(".json"):
-            raise ValueError(
+            raise ArgumentError(
                 f"weights={weights!r} is only used with a structure .json file (the legacy to_json + "
                 f"save_weights pair), but the model is {path!r}"
             )
     if os.path.isdir(path):
         return _saved_model_to_onnx(path, safe=safe, opset=opset)
-    if os.path.getsize(path) == 0:
-        raise ModelFileError(f"Keras model file {path!r} is empty")
     lower = path.lower()
     if lower.endswith(".json"):
         if weights is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{path!r} holds only the model structure; pass its weights file: "
                 f"load_model({path!r}, weights='..._weights.h5')"
             )
@@ -199,7 +218,10 @@ def check_keras_config(config: Any, *, where: str = "the model") -> None:
             ``config.json``).
         where: how to name the model in the message (a file name).
     """
-    problems = list(_unsafe_objects(config))
+    try:
+        problems = list(_unsafe_objects(config))
+    except RecursionError:
+        raise ModelFileError(f"the configuration of {where} is nested too deeply to inspect (corrupt file?)") from None
     if not problems:
         return
     listed = "; ".join(f"layer {layer!r} ({what})" for layer, what in problems[:5])
@@ -355,13 +377,20 @@ def _check_saved_model_ops(graph_def, path: str) -> None:
 # file loaders
 # ------------------------------------------------------------------------------------------------------------
 def _load_json_pair(path: str, weights: str, *, safe: bool):
-    if not os.path.isfile(weights):
-        raise ModelFileError(f"weights file {weights!r} (for structure file {path!r}) does not exist")
+    from converters.onnx_to_jax.graph import check_model_path
+
+    check_model_path(weights, f"weights file (for structure file {path!r})")
+    size = os.path.getsize(path)
+    if size > MAX_KERAS_JSON_BYTES:
+        raise ModelFileError(
+            f"structure file {path!r} holds {size:,} bytes, more than the {MAX_KERAS_JSON_BYTES:,} bytes "
+            f"(MAX_KERAS_JSON_BYTES) a Keras model structure needs; refusing to read it"
+        )
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
         config = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise ModelFileError(f"structure file {path!r} is not valid JSON (truncated or corrupt?): {e}") from e
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelFileError(f"structure file {path!r} is JSON but not a Keras model.to_json() structure")
@@ -403,7 +432,10 @@ def _check_h5(path: str, *, what: str) -> dict:
         raise ModelFileError(
             f"{what} {path!r} is not a readable HDF5 file (truncated or corrupt?): {e}"
         ) from e
-    return {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in attrs.items()}
+    try:
+        return {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in attrs.items()}
+    except UnicodeDecodeError as e:
+        raise ModelFileError(f"{what} {path!r} has an attribute that is not UTF-8 text (corrupt file?): {e}") from e
 
 
 def _load_h5(path: str, *, safe: bool):
@@ -416,7 +448,7 @@ def _load_h5(path: str, *, safe: bool):
         )
     try:
         config = json.loads(raw)
-    except (TypeError, json.JSONDecodeError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise ModelFileError(f"{path!r} has a corrupt model_config attribute: {e}") from e
     if safe:
         check_keras_config(config, where=f"Keras file {path!r}")
@@ -438,16 +470,49 @@ def _load_h5(path: str, *, safe: bool):
     raise ModelFileError(f"could not load Keras file {path!r} (truncated or corrupt?): {'; '.join(errors)}")
 
 
+def _check_zip_members(z: zipfile.ZipFile, path: str) -> None:
+    """Refuse members whose declared size exceeds its cap, or that inflate like a zip bomb (module docstring)."""
+    from converters.onnx_to_jax.registry import max_tensor_bytes
+
+    budget = max_tensor_bytes()
+    for info in z.infolist():
+        is_json = info.filename in ("config.json", "metadata.json")
+        cap, what = (MAX_KERAS_JSON_BYTES, "MAX_KERAS_JSON_BYTES") if is_json else (budget, "JAXSENS_MAX_TENSOR_BYTES")
+        if info.file_size > cap:
+            raise ModelFileError(
+                f"Keras file {path!r}: member {info.filename!r} inflates to {info.file_size:,} bytes, more than the "
+                f"cap of {cap:,} bytes ({what}); refusing to read it (a zip bomb, or a corrupt file)"
+            )
+        if info.file_size > ZIP_RATIO_MIN_BYTES and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise ModelFileError(
+                f"Keras file {path!r}: member {info.filename!r} inflates {ratio:.0f} "
+                f"times ({info.compress_size:,} -> {info.file_size:,} bytes), more than the {MAX_ZIP_RATIO}x a model "
+                f"file may (Keras stores members uncompressed); refusing it as a zip bomb"
+            )
+
+
+def _read_member(z: zipfile.ZipFile, name: str, cap: int, path: str) -> bytes:
+    """A member's bytes, reading at most ``cap`` (whatever the archive's header declares)."""
+    with z.open(name) as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ModelFileError(f"Keras file {path!r}: member {name!r} is larger than the cap of {cap:,} bytes")
+    return data
+
+
 def _load_dot_keras(path: str, *, safe: bool):
     try:
         with zipfile.ZipFile(path) as z:
+            _check_zip_members(z, path)
             bad = z.testzip()
             if bad is not None:
                 raise ModelFileError(f"Keras file {path!r} is corrupt: member {bad!r} fails its CRC check")
-            config = json.loads(z.read("config.json"))
+            config = json.loads(_read_member(z, "config.json", MAX_KERAS_JSON_BYTES, path))
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, RecursionError, OSError, EOFError,
+            NotImplementedError) as e:  # JSONDecodeError / UnicodeDecodeError are ValueErrors
         raise ModelFileError(
             f"{path!r} is not a readable .keras archive (truncated or corrupt?): {type(e).__name__}: {e}"
         ) from e
@@ -465,8 +530,9 @@ def _load_dot_keras(path: str, *, safe: bool):
 def _saved_model_to_onnx(path: str, *, safe: bool, opset: int) -> onnx.ModelProto:
     if not any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
         raise ModelFileError(
-            f"folder {path!r} is not a TensorFlow SavedModel (no saved_model.pb); point to the folder "
-            f"written by model.export(...) / tf.saved_model.save(...)"
+            f"{path!r} is a folder, not a model file, and not a TensorFlow SavedModel (no saved_model.pb); pass "
+            f"the model file inside it (e.g. model.keras) or the folder written by model.export(...) / "
+            f"tf.saved_model.save(...)"
         )
     tf, tf2onnx = _tf()
     try:
@@ -804,7 +870,7 @@ def _flavor(model) -> str | None:
 
 def _check_opset(opset) -> None:
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(
+        raise ArgumentError(
             f"opset={opset!r} is not supported; tf2onnx writes opsets {MIN_OPSET}..{MAX_OPSET} (use 17)"
         )
 

@@ -5,22 +5,50 @@ A model (Keras, ONNX from PyTorch or scikit-learn, or a JAX function) is convert
 ``method(model, data, *, options) -> Result`` that streams fixed-size chunks through one compiled kernel.
 """
 
-from jaxsens import examples
+from jaxsens import errors, examples
 from jaxsens._classic import NotDenseError, WeightImportance, connection_weights, garson, weight_sums
+from jaxsens._data import DataSpec, open_data, read_targets
 from jaxsens._dense import dense_layers, dense_model
 from jaxsens._jacobian import jacobian_importance
-from jaxsens._model import Model, load_model
 from jaxsens._metrics import Metric, accuracy, log_loss, mae, mse
+from jaxsens._model import Model, load_model
 from jaxsens._pad import PartialDerivatives, partial_derivatives
 from jaxsens._permutation import PermutationImportance, permutation_importance, sklearn_permutations
-from jaxsens._perturbation import InputPerturbation, PerturbationImportance, input_perturbation, perturbation_importance
+from jaxsens._perturbation import (
+    InputPerturbation,
+    PerturbationImportance,
+    input_perturbation,
+    perturbation_importance,
+)
 from jaxsens._profile import ImprovedStepwise, LekProfile, improved_stepwise, lek_profile
 from jaxsens._results import JacobianImportance, load_result
 from jaxsens._stats import CorrelatedInputsWarning
 from jaxsens._stepwise import StepwiseResult, stepwise
+from jaxsens.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ConversionError,
+    DataError,
+    JaxsensError,
+    MissingExtraError,
+    ModelFileError,
+    UnsafeModelError,
+    UnsupportedOpError,
+)
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
+    "ConversionError",
+    "DataError",
+    "JaxsensError",
+    "MissingExtraError",
+    "ModelFileError",
+    "UnsafeModelError",
+    "UnsupportedOpError",
+    "errors",
     "CorrelatedInputsWarning",
+    "DataSpec",
     "ImprovedStepwise",
     "InputPerturbation",
     "JacobianImportance",
@@ -48,9 +76,11 @@ __all__ = [
     "log_loss",
     "mae",
     "mse",
+    "open_data",
     "partial_derivatives",
     "permutation_importance",
     "perturbation_importance",
+    "read_targets",
     "sklearn_permutations",
     "stepwise",
     "weight_sums",

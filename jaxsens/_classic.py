@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.errors import ArgumentError
 from jaxsens._dense import DenseLayer, NotDenseError, dense_layers
 from jaxsens._results import (
     _finish_figure,
@@ -54,7 +55,7 @@ class WeightImportance:
         imp = np.abs(np.asarray(self.importance, np.float64))
         if imp.ndim == 1:
             if output is not None:
-                raise ValueError(f"{self.method} has no per-output values; call it without output=")
+                raise ArgumentError(f"{self.method} has no per-output values; call it without output=")
             return imp
         if output is None:
             return imp.mean(axis=0)
@@ -195,7 +196,7 @@ def garson(model) -> WeightImportance:
     """
     layers = _layers64(model, "garson")
     if len(layers) != 2:
-        raise ValueError(
+        raise ArgumentError(
             f"garson() needs exactly one hidden layer, got {len(layers) - 1}; "
             "use connection_weights() for networks with no or several hidden layers"
         )

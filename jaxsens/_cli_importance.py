@@ -90,7 +90,7 @@ def add_parsers(sub, add_model_args, load_model) -> None:
     add_model_args(p)
     p.add_argument("data", help="data: .npy (streamed), .npz, .csv, .parquet")
     _add_method_args(p)
-    p.set_defaults(fn=lambda args: run_importance(args, load_model(args)))
+    p.set_defaults(fn=lambda args: _cmd_importance(args, load_model))
 
     p = sub.add_parser("demo", help="the bundled default example end to end (model + data -> importance table)")
     _add_method_args(p, out_default="jaxsens-demo")
@@ -103,8 +103,17 @@ def _add_method_args(p, out_default="."):
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--outputs", default=None, help="comma-separated output indices or names (jacobian)")
     p.add_argument("--scale", choices=["std"], default=None, help="multiply J_ij by std(x_j) (jacobian)")
-    p.add_argument("--targets", default=None, help="targets file (.npy / .csv) for methods that need them")
+    p.add_argument(
+        "--targets", default=None,
+        help="targets for the methods that need them: .npy, .npz (first array, or FILE.npz:NAME), .csv or "
+        ".parquet (one column, or FILE.csv:COLUMN)",
+    )
     p.add_argument("--target-column", default=None, help="name of the target column in a CSV / Parquet DATA")
+    p.add_argument(
+        "--no-header", action="store_true",
+        help="the CSV DATA (and a CSV --targets) has no header line: every line is data. Default: the first "
+        "line is a header when it is not all numbers, or when it is exactly 0,1,...,n-1",
+    )
     p.add_argument("--metric", default="mse", help="mse | mae | accuracy | log_loss (permutation, ...)")
     p.add_argument("--n-repeats", type=int, default=5)
     p.add_argument("--n-draws", type=int, default=1)
@@ -115,16 +124,28 @@ def _add_method_args(p, out_default="."):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+OUTPUT_FILES = ("importance.json", "importance.csv", "importance.png")
+
+
+def _cmd_importance(args, load_model) -> int:
+    from jaxsens._io import output_folder
+
+    with output_folder(args.out, option="--out", files=OUTPUT_FILES):  # checked and locked before any work
+        return run_importance(args, load_model(args))
+
+
 def _cmd_demo(args) -> int:
     import jaxsens
     from jaxsens import examples
+    from jaxsens._io import output_folder
 
-    model = jaxsens.load_model(examples.default_model_path())
-    args.data = examples.default_data_path()
-    print(f"jaxsens demo: bundled model {os.path.basename(examples.default_model_path())} "
-          f"(inputs {model.input_shape} -> outputs {model.output_shape}, layers {', '.join(model.layer_names)})")
-    print(f"true effects (by construction): {', '.join(model.feature_names[i] for i in examples.TRUE_EFFECTS)}")
-    return run_importance(args, model)
+    with output_folder(args.out, option="--out", files=OUTPUT_FILES):
+        model = jaxsens.load_model(examples.default_model_path())
+        args.data = examples.default_data_path()
+        print(f"jaxsens demo: bundled model {os.path.basename(examples.default_model_path())} "
+              f"(inputs {model.input_shape} -> outputs {model.output_shape}, layers {', '.join(model.layer_names)})")
+        print(f"true effects (by construction): {', '.join(model.feature_names[i] for i in examples.TRUE_EFFECTS)}")
+        return run_importance(args, model)
 
 
 def _parse_outputs(text):
@@ -134,76 +155,69 @@ def _parse_outputs(text):
     return [int(t) if t.lstrip("-").isdigit() else t for t in items]
 
 
-def _read_table(path: str):
-    from converters.errors import require
+def _data_arg(args):
+    """DATA as the methods take it: the path, or :func:`jaxsens.open_data` with ``--no-header`` /
+    ``--target-column`` (that column is excluded from the features, and the rest is still streamed)."""
+    from converters.errors import ArgumentError
+    from jaxsens import _data
 
-    pd = require("pandas", "data", "reading CSV / Parquet data")
-    if path.lower().endswith(".parquet"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+    path, no_header, target = args.data, getattr(args, "no_header", False), args.target_column
+    if not (no_header or target):
+        return path
+    lower = str(path).lower()
+    if no_header and not lower.endswith(_data._CSV_EXTENSIONS):
+        raise ArgumentError(f"--no-header applies to CSV data; {path} is not a CSV file")
+    if target and not lower.endswith(_data._CSV_EXTENSIONS + _data._PARQUET_EXTENSIONS):
+        raise ArgumentError(
+            f"--target-column names a column of a CSV / Parquet DATA; {path} is not one: pass --targets FILE"
+        )
+    if target and no_header:
+        raise ArgumentError(
+            "--target-column names a header column, and --no-header says the data has none: put the targets "
+            "in their own file (--targets FILE)"
+        )
+    return _data.open_data(path, header=False if no_header else None, exclude=(target,) if target else ())
 
 
 def _load_xy(args, model):
-    """In-memory X (and y) for the methods that need the whole data set."""
+    """In-memory X (and y) for the methods that need the whole data set; also DATA as the methods take it."""
+    from converters.errors import ArgumentError
     from jaxsens import _data
 
-    y = None
-    data: Any = args.data
+    data = _data_arg(args)
+    header = False if getattr(args, "no_header", False) else None
+    y, targets = None, None
+    if args.targets and args.target_column:
+        raise ArgumentError("--targets FILE and --target-column NAME both give the targets; pass one of them")
     if args.target_column:
-        table = _read_table(args.data)
-        if args.target_column not in table.columns:
-            raise ValueError(f"--target-column {args.target_column!r} is not a column of {args.data}; "
-                             f"columns: {list(table.columns)}")
-        y = table.pop(args.target_column).to_numpy()
-        data = table
-    if args.targets:
-        if args.targets.lower().endswith((".csv", ".parquet")):
-            y = _read_table(args.targets).to_numpy()
-        else:
-            y = np.load(args.targets)
+        y = _data.read_targets(_data.open_data(args.data, header=header), column=args.target_column)
+        targets = f"column {args.target_column!r} of {args.data}"
+    elif args.targets:
+        targets = args.targets
+        y = _data.read_targets(args.targets, header=header)  # header: CSV targets only
         y = np.squeeze(y, axis=-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    source = _data.open_source(data, input_shape=model.input_shape, feature_names=model.feature_names)
-    x = np.concatenate(list(source.blocks(65536)), axis=0)
-    if y is not None and len(y) != len(x):
-        raise ValueError(f"targets have {len(y)} rows but the data has {len(x)}")
+    x = _data.read_rows(data, input_shape=model.input_shape, feature_names=model.feature_names)
+    if y is not None:
+        _data.check_target_rows(y, len(x), targets, str(args.data))
     return x, y, data
 
 
-def _header_names(path: str, drop: str | None) -> list[str] | None:
-    """Column names of a CSV / Parquet file (read from its header only), without the target column."""
-    lower = path.lower()
-    if not lower.endswith((".csv", ".parquet")):
-        return None
-    if lower.endswith(".parquet"):
-        import pyarrow.parquet as pq
+def _header_names(path: str, drop: str | None, header: bool | None = None) -> list[str] | None:
+    """Column names of a CSV / Parquet file (read from its header only), without the target column.
 
-        names = list(pq.read_schema(path).names)
-    else:
-        names = list(_read_table_head(path))
-    return [n for n in names if n != drop]
+    ``None`` when the file is not a table, has no header (see :func:`jaxsens.open_data` for the rule), or its
+    header is pandas' default ``0..n-1``.
+    """
+    from jaxsens import _data
 
-
-def _read_table_head(path: str):
-    from converters.errors import require
-
-    pd = require("pandas", "data", "reading CSV data")
-    columns = pd.read_csv(path, nrows=0).columns
-    if all(_is_number(c) for c in columns):  # no header: the first row is data
-        return []
-    return columns
-
-
-def _is_number(text) -> bool:
-    try:
-        float(text)
-        return True
-    except (TypeError, ValueError):
-        return False
+    names = _data.header_names(path, header=header)
+    return None if names is None else [n for n in names if n != drop]
 
 
 def _name_features_from_header(model, args):
     """Give a model with generic feature names (x0, x1, ...) the data's column names, when they line up."""
-    names = _header_names(args.data, args.target_column) if isinstance(args.data, str) else None
+    header = False if getattr(args, "no_header", False) else None
+    names = _header_names(args.data, args.target_column, header) if isinstance(args.data, str) else None
     generic = tuple(f"x{i}" for i in range(model.n_features)) in (model.feature_names, None)
     if names and generic and len(model.input_shape) == 1 and len(names) == model.n_features:
         return dataclasses.replace(model, feature_names=tuple(names))
@@ -212,18 +226,19 @@ def _name_features_from_header(model, args):
 
 def run_importance(args, model) -> int:
     import jaxsens
+    from converters.errors import ArgumentError
 
     model = _name_features_from_header(model, args)
     method = METHODS[args.method]
     fn = getattr(jaxsens, method.function, None)
     if fn is None:
-        raise ValueError(f"method {args.method!r} ({method.function}) is not available in this version of jaxsens")
+        raise ArgumentError(f"--method {args.method!r} ({method.function}) is not available in this version of jaxsens")
     args.outputs = _parse_outputs(args.outputs)
     args.targets_given = bool(args.targets or args.target_column)
     options = {k: v for k, v in method.options(args).items() if v is not None}
     start = time.perf_counter()
     if method.takes == "stream":
-        data = args.data
+        data = _data_arg(args)
         header = _header_names(args.data, None) if args.target_column else None
         if args.target_column and not set(model.feature_names or ()) <= set(header or ()):
             # the header does not name the model's features, so the engine cannot pick them out of the stream
@@ -232,9 +247,11 @@ def run_importance(args, model) -> int:
         bar = None if args.quiet else _progress_bar()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = fn(model, data, progress=bar, **options)
-        if bar is not None:
-            bar.close()
+            try:
+                result = fn(model, data, progress=bar, **options)
+            finally:  # also on an error or Ctrl-C, so the message that follows starts on its own line
+                if bar is not None:
+                    bar.close()
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     elif method.takes == "weights":
@@ -242,7 +259,7 @@ def run_importance(args, model) -> int:
     else:
         x, y, _ = _load_xy(args, model)
         if method.needs_targets and y is None:
-            raise ValueError(f"--method {args.method} needs targets: --targets FILE or --target-column NAME")
+            raise ArgumentError(f"--method {args.method} needs targets: --targets FILE or --target-column NAME")
         if method.takes == "xy" or (method.takes == "x(y)" and y is not None):
             result = fn(model, x, y, **options)
         else:
@@ -284,30 +301,33 @@ def _table(rows, top: int, method: str) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _write_outputs(result, rows, args) -> None:
-    os.makedirs(args.out, exist_ok=True)
-    result.save(os.path.join(args.out, "importance.json"))
+    """importance.json / .csv / .png in ``args.out``, each written atomically (see :mod:`jaxsens._io`)."""
+    from converters.errors import ArgumentError
+    from jaxsens._io import atomic_write
+
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["rank", "feature", "importance", "stderr"])
     for i, (name, score, err) in enumerate(rows, 1):
         w.writerow([i, name, repr(float(score)), "" if err is None else repr(float(err))])
-    _atomic_write_text(os.path.join(args.out, "importance.csv"), buf.getvalue())
-    written = ["importance.json", "importance.csv"]
-    if not args.no_plot:
-        try:
-            fig = result.plot(path=os.path.join(args.out, "importance.png"))
-            written.append("importance.png")
-            import matplotlib.pyplot as plt
+    written = []
+    try:
+        os.makedirs(args.out, exist_ok=True)  # already there from the CLI; run_importance may be called directly
+        result.save(os.path.join(args.out, "importance.json"))
+        written.append("importance.json")
+        atomic_write(os.path.join(args.out, "importance.csv"), buf.getvalue())
+        written.append("importance.csv")
+        if not args.no_plot:
+            try:
+                fig = result.plot(path=os.path.join(args.out, "importance.png"))
+                written.append("importance.png")
+                import matplotlib.pyplot as plt
 
-            plt.close(fig)
-        except ImportError as e:
-            print(f"(no importance.png: {e})", file=sys.stderr)
+                plt.close(fig)
+            except ImportError as e:  # MissingExtraError: the plot is optional, the numbers are written
+                print(f"(no importance.png: {e})", file=sys.stderr)
+    except OSError as e:  # disk full, folder removed meanwhile, ...: the table above was printed
+        done = f" (written: {', '.join(written)})" if written else ""
+        raise ArgumentError(f"--out {args.out!r}: could not write the results: {e.strerror or e}{done}") from None
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")

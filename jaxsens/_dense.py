@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.errors import ArgumentError, ArgumentTypeError
+
 __all__ = [
     "ACTIVATIONS",
     "DenseLayer",
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 
-class NotDenseError(ValueError):
+class NotDenseError(ArgumentError):
     """The model is not a stack of dense layers, so a weight-based method is undefined for it."""
 
 
@@ -134,7 +136,7 @@ def split_activation(entry) -> tuple[str, tuple]:
     name, attrs = (entry, ()) if isinstance(entry, str) or entry is None else (entry[0], tuple(entry[1]))
     key = _ALIASES.get(name, name)
     if key not in ACTIVATIONS:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)} (and {sorted(map(str, _ALIASES))})"
         )
     return key, tuple((str(k), v) for k, v in attrs)
@@ -150,7 +152,7 @@ def activation_fn(name, attrs: Sequence[tuple[str, Any]] = ()) -> Callable[[Any]
         name, attrs = name[0], tuple(name[1]) + tuple(attrs)
     key = _ALIASES.get(name, name)
     if key not in ACTIVATIONS:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)} (and {sorted(map(str, _ALIASES))})"
         )
     fn = ACTIVATIONS[key]
@@ -282,17 +284,17 @@ def dense_model(
         W, b = (layer["W"], layer["b"]) if isinstance(layer, Mapping) else layer
         W, b = jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32)
         if W.ndim != 2 or b.shape != (W.shape[1],):
-            raise ValueError(
+            raise ArgumentError(
                 f"layers[{i}] has W {W.shape} and b {b.shape}; expected W [n_in, n_out] and b [n_out]"
             )
         if params and params[-1]["W"].shape[1] != W.shape[0]:
-            raise ValueError(
+            raise ArgumentError(
                 f"layers[{i}] takes {W.shape[0]} inputs but layers[{i - 1}] has "
                 f"{params[-1]['W'].shape[1]} units"
             )
         params.append({"W": W, "b": b})
     if len(activations) != len(params):
-        raise ValueError(
+        raise ArgumentError(
             f"activations has {len(activations)} names for {len(params)} layers; give one per layer"
         )
     acts = tuple(a if not split_activation(a)[1] else split_activation(a) for a in activations)  # validates
@@ -345,6 +347,10 @@ def dense_layers(model, *, method: str = "dense_layers") -> list[DenseLayer]:
         >>> [(tuple(l.W.shape), l.activation) for l in dense_layers(m)]
         [((3, 2), 'relu'), ((2, 1), 'identity')]
     """
+    from jaxsens._model import Model
+
+    if not isinstance(model, Model):
+        raise ArgumentTypeError(f"{method}() needs a jaxsens.Model, got {type(model).__name__}; see load_model()")
     apply = model.apply
     if hasattr(apply, "dense_activations"):
         return _function_layers(model, method)

@@ -45,10 +45,19 @@ from typing import Any
 import jax
 import numpy as np
 
+from converters.errors import ArgumentError, ArgumentTypeError, DataError
 from jaxsens import _stats
-from jaxsens._data import Chunk, Source, iter_chunks, open_source
+from jaxsens._data import Chunk, Source, chunk_dtype, iter_chunks, open_source, open_sources
 
-__all__ = ["RunInfo", "choose_batch_size", "estimate_bytes_per_sample", "model_bytes_per_sample", "run"]
+__all__ = [
+    "RunInfo",
+    "choose_batch_size",
+    "estimate_bytes_per_sample",
+    "integer_inputs",
+    "model_bytes_per_sample",
+    "model_inputs",
+    "run",
+]
 
 Kernel = Callable[[Any, jax.Array, jax.Array, jax.Array], Any]
 Progress = Callable[[int, "int | None"], None]
@@ -68,7 +77,8 @@ class RunInfo:
         n_chunks: chunks processed.
         batch_size: rows per chunk (over all devices).
         n_devices: devices the batch axis was sharded over.
-        feature_names: column names from the data's header, if any.
+        feature_names: column names from the data's header, if any (for several inputs, a tuple with one
+            such entry per input).
     """
 
     n_samples: int
@@ -95,11 +105,15 @@ def run(
 
     Args:
         kernel: ``kernel(model, xs, mask, row_index) -> pytree`` of :mod:`jaxsens._stats` summaries of one
-            chunk (``xs`` ``[batch_size, *input_shape]`` float32, ``mask`` ``[batch_size]`` bool,
+            chunk (``xs`` ``[batch_size, *input_shape]`` float32, int32 for an integer input (token ids, exact),
+            a tuple of such arrays for a model with several inputs; ``mask`` ``[batch_size]`` bool,
             ``row_index`` ``[batch_size]`` uint32). Define it once at module level with ``jax.jit``.
         model: a :class:`jaxsens.Model` (or any pytree the kernel takes first; it needs ``input_shape`` and
-            ``feature_names`` attributes).
-        data: anything :func:`jaxsens._data.open_source` accepts, or a ``Source``.
+            ``feature_names`` attributes, and ``n_inputs`` / ``input_names`` / ``input_dtypes`` when it has
+            several or integer inputs, see :func:`model_inputs`).
+        data: anything :func:`jaxsens._data.open_source` accepts, or a ``Source``; for several inputs, a tuple
+            or dict of those (:func:`jaxsens._data.open_sources`: row-aligned, read chunk by chunk together, so
+            memory stays independent of the number of rows), or a tuple of ``Source`` s.
         batch_size: rows per chunk; default from :func:`choose_batch_size` and ``bytes_per_sample``.
         bytes_per_sample: memory one sample needs inside the kernel (for the default ``batch_size``).
         nan_policy: ``"raise"`` or ``"skip"`` rows holding NaN / Inf.
@@ -115,23 +129,36 @@ def run(
     Raises:
         ValueError: when no row reached the statistics (empty data, or every row skipped).
     """
-    input_shape = tuple(model.input_shape)
-    source = (
-        data
-        if isinstance(data, Source)
-        else open_source(data, input_shape=input_shape, feature_names=getattr(model, "feature_names", None))
-    )
+    names, shapes, dtypes = model_inputs(model)
+    multi = len(shapes) > 1
+    if multi:
+        input_shape = shapes
+        source = (
+            data
+            if isinstance(data, tuple) and all(isinstance(s, Source) for s in data)
+            else open_sources(data, input_names=names, input_shapes=shapes)
+        )
+        n_rows = next((s.n_rows for s in source if s.n_rows is not None), None)
+        n_in = sum(math.prod(s) for s in shapes)
+    else:
+        input_shape = shapes[0]
+        source = (
+            data
+            if isinstance(data, Source)
+            else open_source(
+                data, input_shape=input_shape, feature_names=getattr(model, "feature_names", None)
+            )
+        )
+        n_rows, n_in = source.n_rows, math.prod(input_shape)
     devices = list(devices) if devices is not None else jax.local_devices()
     if not devices:
-        raise ValueError("devices= is empty; pass at least one jax.Device or leave it as None")
+        raise ArgumentError("devices= is empty; pass at least one jax.Device or leave it as None")
     n_dev = len(devices)
     if batch_size is None:
-        batch_size = choose_batch_size(
-            bytes_per_sample or 4 * math.prod(input_shape), n_rows=source.n_rows, devices=devices
-        )
+        batch_size = choose_batch_size(bytes_per_sample or 4 * n_in, n_rows=n_rows, devices=devices)
     else:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         batch_size = int(batch_size)
     batch_size = -(-batch_size // n_dev) * n_dev
 
@@ -146,8 +173,12 @@ def run(
     def put(chunk: Chunk):
         return jax.device_put((chunk.xs, chunk.mask, chunk.row_index), rows_sharding)
 
-    report = _progress(progress, source.n_rows)
-    chunks = iter_chunks(source, batch_size=batch_size, input_shape=input_shape, nan_policy=nan_policy)
+    report = _progress(progress, n_rows)
+    chunk_dtypes = tuple(chunk_dtype(d) for d in dtypes)  # float32; int32 for token ids (exact)
+    dtype = chunk_dtypes if multi else chunk_dtypes[0]
+    chunks = iter_chunks(
+        source, batch_size=batch_size, input_shape=input_shape, nan_policy=nan_policy, dtype=dtype
+    )
     acc, pending = None, collections.deque()
     n_valid = n_skipped = n_chunks = done = 0
     feed = _prefetch(chunks, put)
@@ -171,9 +202,29 @@ def run(
         report(None)
     if n_valid == 0:
         why = f" ({n_skipped} rows skipped for NaN / Inf)" if n_skipped else ""
-        raise ValueError(f"data ({source.description}) has no usable rows{why}")
-    info = RunInfo(n_valid, n_skipped, n_chunks, batch_size, n_dev, source.feature_names)
+        what = "; ".join(s.description for s in source) if multi else source.description
+        raise DataError(f"data ({what}) has no usable rows{why}")
+    header = tuple(s.feature_names for s in source) if multi else source.feature_names
+    info = RunInfo(n_valid, n_skipped, n_chunks, batch_size, n_dev, header)
     return acc, info
+
+
+def model_inputs(model) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], tuple[np.dtype, ...]]:
+    """``(names, per-sample shapes, dtypes)`` of the inputs of ``model`` (a :class:`jaxsens.Model` or any object
+    with ``input_shape``; ``n_inputs`` > 1 means ``input_shape`` is a tuple of shapes; ``input_dtypes`` default
+    float32)."""
+    n = int(getattr(model, "n_inputs", 1))
+    shapes = tuple(tuple(s) for s in model.input_shape) if n > 1 else (tuple(model.input_shape),)
+    names = tuple(getattr(model, "input_names", None) or ("x",) * n)
+    dtypes = tuple(np.dtype(d) for d in (getattr(model, "input_dtypes", None) or (np.float32,) * n))
+    return names, shapes, dtypes
+
+
+def integer_inputs(model) -> tuple[tuple[str, np.dtype], ...]:
+    """``((name, dtype), ...)`` of the model's inputs declared integer or bool (e.g. token ids feeding an
+    Embedding / Gather): no derivative and no continuous perturbation has a meaning there."""
+    names, _, dtypes = model_inputs(model)
+    return tuple((n, d) for n, d in zip(names, dtypes) if d.kind in "iub")
 
 
 def choose_batch_size(bytes_per_sample: int, *, n_rows: int | None = None, devices=None) -> int:
@@ -320,7 +371,9 @@ def _progress(progress, total: int | None) -> Callable[[int | None], None]:
 
         return report
     if not callable(progress):
-        raise TypeError(f"progress must be None, True or a callable(rows_done, rows_total), got {progress!r}")
+        raise ArgumentTypeError(
+            f"progress must be None, True or a callable(rows_done, rows_total), got {progress!r}"
+        )
 
     def report(done):
         if done is not None:

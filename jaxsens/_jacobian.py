@@ -17,12 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.errors import ArgumentError, ArgumentTypeError
 from converters.onnx_to_jax.ops.rnn import unroll_limit
 from jaxsens import _engine, _stats
 from jaxsens._model import Model, apply_rows
 from jaxsens._results import JacobianImportance
 
-__all__ = ["jacobian_importance"]
+__all__ = ["check_gradient_model", "jacobian_importance"]
 
 _MODES = ("auto", "reverse", "forward")
 _SCALES = (None, "std")
@@ -32,7 +33,8 @@ _CORRELATION_THRESHOLD = 0.9
 
 
 def _per_sample_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None, sums_to_one: bool = False):
-    """``x -> J(x)`` of shape ``[n_selected_outputs, *input_shape]`` for one sample.
+    """``x -> J(x)`` of shape ``[n_selected_outputs, *input_shape]`` for one sample (for several inputs ``x`` is a
+    tuple and ``J(x)`` the tuple of ``[n_selected_outputs, *input_shape_i]``).
 
     With ``sums_to_one`` (all outputs of a softmax head: ``sum_k f_k(x) = 1`` for every ``x``) the rows of ``J``
     sum to zero, so reverse mode pulls back only ``K - 1`` rows and the last is minus their sum: one backward pass
@@ -45,9 +47,11 @@ def _per_sample_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | Non
 
     if mode == "reverse" and sums_to_one and outputs is None:
 
-        def jac(x):
+        def jac(x):  # x: one array, or a tuple of arrays (one per input)
             head = jax.jacrev(lambda v: f(v)[:-1])(x)
-            return jnp.concatenate([head, -jnp.sum(head, axis=0, keepdims=True)], axis=0)
+            return jax.tree.map(
+                lambda h: jnp.concatenate([h, -jnp.sum(h, axis=0, keepdims=True)], axis=0), head
+            )
 
         return jac
     return jax.jacrev(f) if mode == "reverse" else jax.jacfwd(f)
@@ -107,8 +111,14 @@ def _softmax_head(model: Model) -> bool:
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one"))
-def _jacobian_kernel(model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False):
-    """Per-chunk summaries: moments of ``J`` and ``|J|``, of their sums over time, and of the inputs."""
+def _jacobian_kernel(
+    model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False
+):
+    """Per-chunk summaries: moments of ``J`` and ``|J|``, of their sums over time, and of the inputs.
+
+    For several inputs ``xs`` is a tuple of chunks and ``correlate`` a tuple of flags; the result is a tuple of
+    per-input summaries (each input's block of the Jacobian, from one pass through the model).
+    """
     del row_index  # deterministic method: no per-row randomness
     # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
     with jax.default_matmul_precision(precision), unroll_limit(0):
@@ -116,6 +126,13 @@ def _jacobian_kernel(model: Model, xs, mask, row_index, *, mode, outputs, correl
             jac = _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
         else:
             jac = jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)
+    if isinstance(xs, tuple):
+        return tuple(_input_stats(j, x, mask, c) for j, x, c in zip(jac, xs, correlate))
+    return _input_stats(jac, xs, mask, correlate)
+
+
+def _input_stats(jac, xs, mask, correlate: bool) -> dict:
+    """Moments of one input's Jacobian block ``[B, k, *input_shape]`` and of the input ``[B, *input_shape]``."""
     abs_jac = jnp.abs(jac)
     stats = {"jac": _stats.moments_of(jac, mask), "abs": _stats.moments_of(abs_jac, mask)}
     if xs.ndim > 2:  # sequence / image inputs: the per-feature aggregate over the leading input axes
@@ -143,7 +160,7 @@ def jacobian_importance(
     nan_policy: str = "raise",
     precision: str = "float32",
     devices: Sequence[jax.Device] | None = None,
-) -> JacobianImportance:
+) -> JacobianImportance | dict[str, JacobianImportance]:
     r"""Mean absolute, mean, std and RMS of the per-sample Jacobian over a data set, in one streaming pass.
 
     For every sample, :math:`J(x) = \partial f(x) / \partial x` of shape ``[n_outputs, *input_shape]`` is
@@ -153,12 +170,30 @@ def jacobian_importance(
     per-sample Jacobians); per-chunk moments are merged in float64 (Chan et al.), so ``batch_size`` and
     the number of devices do not change the results beyond float32 rounding (< 1e-6 relative).
 
+    **Several inputs.** For a model with inputs ``a`` ``[4]`` and ``b`` ``[3, 2]`` (say), ``data`` is a tuple
+    ``(xa, xb)`` in the model's input order, or a dict ``{"a": xa, "b": xb}``, of arrays ``[n_samples, 4]``
+    and ``[n_samples, 3, 2]`` (or any sources below, one per input: row ``n`` of every input is sample ``n``;
+    row counts that differ raise :class:`~jaxsens.DataError`). The result is a dict ``{input_name:
+    JacobianImportance}`` in the model's input order, the one for input ``i`` holding that input's block of the
+    Jacobian, ``[n_outputs, *input_shape_i]`` (``[n_outputs, 4]`` and ``[n_outputs, 3, 2]`` here), as
+    ``jax.jacrev`` of ``f((a, b))`` returns it. All inputs are read chunk by chunk together (memory does not
+    grow with ``n_samples``) and differentiated in the same pass; a row with NaN / Inf in any input is one bad
+    row. Feature names are a CSV / DataFrame header's, else ``"<input>[j]"``; ``scale="std"`` and
+    ``correlated_pairs`` are per input. ``mode="auto"`` compares the explained outputs with the input elements
+    of all inputs together.
+
+    **Integer inputs** (token ids feeding an ``Embedding`` / ``Gather``, declared integer or bool in the model)
+    have no derivative: they are refused (:class:`~jaxsens.ArgumentError`); use
+    :func:`jaxsens.permutation_importance`, whose discrete perturbation (ids permuted across rows) is defined
+    for them. Differentiating with respect to the embedding output is not available yet.
+
     Args:
-        model: a :class:`jaxsens.Model` with one input.
+        model: a :class:`jaxsens.Model` with floating-point inputs (one, or several).
         data: ``[n_samples, *input_shape]`` as a numpy / JAX array or DataFrame; a path to a ``.npy``
             (streamed from disk), ``.npz`` (first array, or ``"file.npz:name"``), ``.csv`` or ``.parquet``
             file (header names become ``feature_names``; a header holding all of the model's feature names
-            selects them); or any iterable of batches (a tuple batch ``(x, y)`` uses ``x``).
+            selects them); or any iterable of batches (a tuple batch ``(x, y)`` uses ``x``). For several inputs
+            a tuple or dict of these, one per input (see above).
         batch_size: rows per compiled chunk (rounded up to a multiple of the device count); default from the
             memory the per-sample Jacobian needs (see :func:`jaxsens._engine.choose_batch_size`).
         mode: ``"reverse"`` (``jacrev``, cost ~ n_outputs backward passes), ``"forward"`` (``jacfwd``, cost ~
@@ -171,7 +206,8 @@ def jacobian_importance(
             deviation (ddof = 1) of feature ``j`` over the same rows (pooled over time steps for sequence
             inputs), which makes inputs with different units comparable. ``s`` is accumulated in the same pass
             and applied when the statistics are finalized; this is exact, since every statistic is linear in
-            ``s_j >= 0``.
+            ``s_j >= 0``. Refused (``DataError``) with fewer than 2 rows or a constant feature, where ``s_j``
+            is undefined or 0 and the scaled importance would say nothing about the model.
         progress: ``True`` for a progress bar, or a callable ``progress(rows_done, rows_total_or_None)``.
         nan_policy: ``"raise"`` (default; the error names the first bad row) or ``"skip"`` rows with NaN / Inf
             (counted in ``n_skipped``).
@@ -181,13 +217,14 @@ def jacobian_importance(
         devices: devices to shard the batch axis over; default all local devices.
 
     Returns:
-        A :class:`JacobianImportance`. Input pairs whose Pearson correlation exceeds 0.9 in absolute value
-        (over features, pooled over time steps) are listed in ``correlated_pairs`` and reported with a
-        :class:`jaxsens._stats.CorrelatedInputsWarning`.
+        A :class:`JacobianImportance` (several inputs: ``dict[input_name, JacobianImportance]``). Input pairs
+        whose Pearson correlation exceeds 0.9 in absolute value (over features, pooled over time steps) are
+        listed in ``correlated_pairs`` and reported with a :class:`jaxsens._stats.CorrelatedInputsWarning`.
 
     Raises:
-        ValueError: bad option values, data whose shape does not match ``model.input_shape``, NaN / Inf rows
-            (``nan_policy="raise"``), or no usable rows.
+        ArgumentError: bad option values; an integer / bool model input.
+        DataError: data whose shape does not match ``model.input_shape``, NaN / Inf rows
+            (``nan_policy="raise"``), no usable rows, inputs whose row counts differ.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np
@@ -199,38 +236,25 @@ def jacobian_importance(
         >>> r.mean.tolist(), r.mean_abs.tolist()
         ([[1.0, -2.0, 0.5]], [[1.0, 2.0, 0.5]])
     """
-    if not isinstance(model, Model):
-        raise TypeError(
-            f"jacobian_importance() needs a jaxsens.Model, got {type(model).__name__}; see load_model()"
-        )
-    if model.n_inputs != 1 or not all(isinstance(d, int) for d in model.input_shape):
-        raise ValueError(
-            "jacobian_importance() supports models with one input; "
-            f"this one has inputs {list(model.input_names)}"
-        )
+    shapes = check_gradient_model(model, "jacobian_importance")
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        raise ArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
     if scale not in _SCALES:
-        raise ValueError(f"scale must be None or 'std', got {scale!r}")
+        raise ArgumentError(f"scale must be None or 'std', got {scale!r}")
     if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    input_shape = tuple(model.input_shape)
-    if not input_shape:
-        raise ValueError(
-            "jacobian_importance() needs inputs with at least one axis (features); got a scalar input"
-        )
+        raise ArgumentError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    multi = len(shapes) > 1
     selected = _resolve_outputs(outputs, model.output_names or (), model.n_outputs)
     n_selected = model.n_outputs if selected is None else len(selected)
-    n_in = math.prod(input_shape)
+    n_in = sum(math.prod(s) for s in shapes)
     resolved = ("reverse" if n_selected < n_in else "forward") if mode == "auto" else mode
-    n_features = input_shape[-1]
-    correlate = n_features <= _MAX_CORRELATED_FEATURES
+    correlate = tuple(s[-1] <= _MAX_CORRELATED_FEATURES for s in shapes)
 
     kernel = functools.partial(
         _jacobian_kernel,
         mode=resolved,
         outputs=selected,
-        correlate=correlate,
+        correlate=correlate if multi else correlate[0],
         precision=precision,
         sums_to_one=_softmax_head(model),
     )
@@ -246,12 +270,139 @@ def jacobian_importance(
         devices=devices,
     )
 
-    feature_names = info.feature_names or model.feature_names or tuple(f"x{i}" for i in range(n_features))
     all_outputs = model.output_names or tuple(f"y{i}" for i in range(model.n_outputs))
     output_names = all_outputs if selected is None else tuple(all_outputs[i] for i in selected)
+    if not multi:
+        names = info.feature_names or model.feature_names or tuple(f"x{i}" for i in range(shapes[0][-1]))
+        return _result(stats, info, names, output_names, shapes[0], resolved, scale, correlate[0])
+    results = {}
+    for name, shape, part, header, corr in zip(
+        model.input_names, shapes, stats, info.feature_names, correlate
+    ):
+        names = header or tuple(f"{name}[{j}]" for j in range(shape[-1]))
+        results[name] = _result(part, info, names, output_names, shape, resolved, scale, corr)
+    return results
 
+
+def check_gradient_model(model, method: str) -> tuple[tuple[int, ...], ...]:
+    """Boundary check of the gradient methods; returns the per-sample shape of each input.
+
+    Refuses a non-``Model``, an input without a feature axis, and integer / bool inputs (token ids): their
+    derivative is zero everywhere, a silent wrong answer if it were reported.
+    """
+    if not isinstance(model, Model):
+        raise ArgumentTypeError(
+            f"{method}() needs a jaxsens.Model, got {type(model).__name__}; see load_model()"
+        )
+    _, shapes, _ = _engine.model_inputs(model)
+    for name, shape in zip(model.input_names, shapes):
+        if not shape or not all(isinstance(d, int | np.integer) for d in shape):
+            raise ArgumentError(
+                f"{method}() needs inputs with at least one axis (features); input {name!r} has per-sample "
+                f"shape {shape}"
+            )
+    ints = _engine.integer_inputs(model)
+    if ints:
+        name, dtype = ints[0]
+        more = f" (also {[n for n, _ in ints[1:]]})" if len(ints) > 1 else ""
+        raise ArgumentError(
+            f"{method}() differentiates the model with respect to its inputs, but input {name!r} is {dtype}"
+            f"{more}: integer inputs (e.g. token ids feeding an Embedding / Gather) have no derivative, and the "
+            "gradient through them is 0 everywhere. Use permutation_importance(), the perturbation method that "
+            "defines a discrete perturbation for them (ids permuted across rows); differentiating with respect "
+            "to the embedding output is not available yet. If the values are really continuous, export the "
+            "model with a float input"
+        )
+    shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+    cut = _cut_inputs(model, shapes)
+    if cut:
+        raise ArgumentError(
+            f"{method}() differentiates the model with respect to its inputs, but input {cut[0]!r} reaches the "
+            "output only through operations without a derivative (a Cast to an integer type, e.g. token ids in a "
+            "float input feeding an Embedding / Gather, or Round / Floor / ArgMax): its derivative is 0 "
+            "everywhere although the output depends on it. Use permutation_importance(), the perturbation method "
+            "that defines a discrete perturbation for ids (permuted across rows); differentiating with respect to "
+            "the embedding output is not available yet"
+        )
+    return shapes
+
+
+_CUT_CACHE: dict = {}
+
+
+def _cut_inputs(model: Model, shapes) -> tuple[str, ...]:
+    """Inputs the output depends on but whose derivative is structurally zero (traced once per architecture).
+
+    Two abstract traces, no evaluation: the output's dependence on each input in the jaxpr of ``apply``, and the
+    dependence of the JVP's output tangent on each input tangent. An input in the first but not in the second
+    reaches the output only through operations whose derivative JAX knows to be zero (``convert_element_type``
+    to an integer, ``round``, ``floor``, ``argmax``, ``stop_gradient``): its Jacobian is 0 for every ``x``.
+    Both analyses over-approximate through control flow (``scan``, ``while``, ``cond`` count as depending on all
+    their operands), so a differentiable input is never reported.
+    """
+    leaves, treedef = jax.tree.flatten(model)
+    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves))
+    try:
+        return _CUT_CACHE[key]
+    except TypeError:  # unhashable static metadata: analyse without caching
+        key = None
+    except KeyError:
+        pass
+    examples = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
+    multi = len(shapes) > 1
+
+    def f(x):
+        return model.apply(model.params, x)
+
+    def tangent(x, t):
+        return jax.jvp(f, (x,), (t,))[1]
+
+    x = examples if multi else examples[0]
+    with unroll_limit(0):
+        primal = jax.make_jaxpr(f)(x).jaxpr
+        linear = jax.make_jaxpr(tangent)(x, x).jaxpr
+    n = len(shapes)
+    cut = []
+    for i, name in enumerate(model.input_names):
+        hot = [j == i for j in range(n)]
+        if any(_reaches(primal, hot)) and not any(_reaches(linear, [False] * n + hot)):
+            cut.append(name)
+    cut = tuple(cut)
+    if key is not None and len(_CUT_CACHE) < 256:
+        _CUT_CACHE[key] = cut
+    return cut
+
+
+def _reaches(jaxpr, tainted_in: Sequence[bool]) -> list[bool]:
+    """For each output of ``jaxpr``: does it depend on an input flagged in ``tainted_in``? (forward taint)"""
+    tainted = {v for v, t in zip(jaxpr.invars, tainted_in) if t}
+
+    def hit(v):
+        return not hasattr(v, "val") and v in tainted  # literals carry ``val`` and depend on nothing
+
+    for eqn in jaxpr.eqns:
+        ins = [hit(v) for v in eqn.invars]
+        if not any(ins):
+            continue
+        sub = next((eqn.params[k] for k in ("jaxpr", "call_jaxpr") if k in eqn.params), None)
+        sub = getattr(sub, "jaxpr", sub)
+        if eqn.primitive.name in ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint") and (
+            sub is not None and len(sub.invars) == len(ins) and len(sub.outvars) == len(eqn.outvars)
+        ):
+            outs = _reaches(sub, ins)
+        else:  # control flow, custom rules: every output depends on every operand
+            outs = [True] * len(eqn.outvars)
+        tainted.update(v for v, o in zip(eqn.outvars, outs) if o)
+    return [hit(v) for v in jaxpr.outvars]
+
+
+def _result(
+    stats, info, feature_names, output_names, input_shape, mode, scale, correlate
+) -> JacobianImportance:
+    """One input's :class:`JacobianImportance` from its merged statistics."""
+    n_features = input_shape[-1]
     input_std = _stats.std(stats["x"])
-    s = input_std if scale == "std" else np.ones(n_features)
+    s = _stats.scale_std(stats["x"], feature_names) if scale == "std" else np.ones(n_features)
     finals = _finalize(stats["jac"], stats["abs"], s)
     aggregate = None
     if "agg" in stats:
@@ -259,14 +410,16 @@ def jacobian_importance(
     pairs = None
     if correlate:
         pairs = _stats.correlated_pairs(stats["xcorr"], feature_names, threshold=_CORRELATION_THRESHOLD)
-        _stats.warn_correlated(pairs, threshold=_CORRELATION_THRESHOLD, method="jacobian_importance")
+        _stats.warn_correlated(
+            pairs, threshold=_CORRELATION_THRESHOLD, method="jacobian_importance", stacklevel=4
+        )
     return JacobianImportance(
         **finals,
         n_samples=info.n_samples,
         feature_names=tuple(feature_names),
         output_names=tuple(output_names),
-        input_shape=input_shape,
-        mode=resolved,
+        input_shape=tuple(input_shape),
+        mode=mode,
         scale=scale,
         n_skipped=info.n_skipped,
         input_mean=np.asarray(stats["x"].mean, np.float64),
@@ -279,13 +432,16 @@ def jacobian_importance(
 def _bytes_per_sample(model: Model, mode: str, outputs: tuple[int, ...] | None) -> int:
     """Memory bound for one sample in the kernel (traced once per architecture, then cached)."""
     n_selected = model.n_outputs if outputs is None else len(outputs)
+    _, shapes, _ = _engine.model_inputs(model)
+    example = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
     per_sample = _engine.model_bytes_per_sample(
         model,
         ("jacobian", mode, outputs),
         _per_sample_jacobian(model, mode, outputs),
-        jax.ShapeDtypeStruct(tuple(model.input_shape), jnp.float32),
+        example if len(shapes) > 1 else example[0],
     )
-    return per_sample + 6 * 4 * n_selected * math.prod(model.input_shape)  # J, |J| and the moments' deviations
+    n_in = sum(math.prod(s) for s in shapes)
+    return per_sample + 6 * 4 * n_selected * n_in  # J, |J| and the moments' deviations
 
 
 def _finalize(jac: _stats.Moments, abs_jac: _stats.Moments, s: np.ndarray) -> dict[str, np.ndarray]:
@@ -308,23 +464,23 @@ def _resolve_outputs(outputs, names: Sequence[str], n_outputs: int) -> tuple[int
         return None
     items = [outputs] if isinstance(outputs, str | int | np.integer) else list(outputs)
     if not items:
-        raise ValueError("outputs= is empty; pass None for all outputs, or indices / names of outputs")
+        raise ArgumentError("outputs= is empty; pass None for all outputs, or indices / names of outputs")
     idx = []
     for o in items:
         if isinstance(o, str):
             if o not in names:
-                raise ValueError(
+                raise ArgumentError(
                     f"outputs= names an unknown output {o!r}; the model's outputs are {list(names)}"
                 )
             idx.append(list(names).index(o))
         elif isinstance(o, int | np.integer) and not isinstance(o, bool):
             if not -n_outputs <= int(o) < n_outputs:
-                raise ValueError(
+                raise ArgumentError(
                     f"outputs= index {int(o)} is out of range for a model with {n_outputs} outputs"
                 )
             idx.append(int(o) % n_outputs)
         else:
-            raise TypeError(f"outputs= takes output indices or names, got {o!r}")
+            raise ArgumentTypeError(f"outputs= takes output indices or names, got {o!r}")
     if len(set(idx)) != len(idx):
-        raise ValueError(f"outputs= repeats an output: {items}")
+        raise ArgumentError(f"outputs= repeats an output: {items}")
     return tuple(idx)

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.errors import ArgumentError, ArgumentTypeError, DataError
+
 __all__ = ["Metric", "accuracy", "get_metric", "log_loss", "mae", "mse"]
 
 
@@ -185,14 +187,14 @@ def get_metric(metric: str | Metric | Callable, *, what: str = "metric") -> Metr
             "neg_log_loss": "log_loss",
         }.get(key, key)
         if key not in _BUILTIN:
-            raise ValueError(
+            raise ArgumentError(
                 f"{what}={metric!r} is not a known metric; use one of {sorted(_BUILTIN)}, a Metric or "
                 "a callable fn(y_true, y_pred) -> float"
             )
         return _BUILTIN[key]
     if callable(metric):
         return Metric(getattr(metric, "__name__", type(metric).__name__), metric)
-    raise TypeError(f"{what} must be a metric name, a Metric or a callable, got {type(metric).__name__}")
+    raise ArgumentTypeError(f"{what} must be a metric name, a Metric or a callable, got {type(metric).__name__}")
 
 
 def check_targets(
@@ -205,12 +207,12 @@ def check_targets(
     """
     y = np.asarray(y)
     if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise TypeError(f"{what} has dtype {y.dtype}; expected numbers (class labels as integers)")
+        raise DataError(f"{what} has dtype {y.dtype}; expected numbers (class labels as integers)")
     if y.ndim == 0 or y.shape[0] != n_samples:
-        raise ValueError(f"{what} has shape {list(y.shape)}; expected {n_samples} rows, one per row of X")
+        raise DataError(f"{what} has shape {list(y.shape)}; expected {n_samples} rows, one per row of X")
     finite = np.isfinite(y.reshape(y.shape[0], -1)).all(axis=1) if y.ndim > 1 else np.isfinite(y)
     if not finite.all():
-        raise ValueError(
+        raise DataError(
             f"{what} row {int(np.flatnonzero(~finite)[0])} holds NaN or Inf; clean the targets first"
         )
     n_out = math.prod(output_shape)
@@ -218,14 +220,14 @@ def check_targets(
     label_ok = metric.targets == "labels_or_values" and per_row == 1 and n_out >= 2
     if per_row != n_out and not label_ok:
         hint = " or one class label per row" if metric.targets == "labels_or_values" and n_out >= 2 else ""
-        raise ValueError(
+        raise DataError(
             f"{what} has shape {list(y.shape)}; metric {metric.name!r} needs [{n_samples}, "
             f"{', '.join(map(str, output_shape)) or '1'}] (the model's output shape){hint}"
         )
     if label_ok:
         labels = y.reshape(-1)
         if not np.all(np.equal(np.mod(labels, 1), 0)) or labels.min() < 0 or labels.max() >= n_out:
-            raise ValueError(
+            raise DataError(
                 f"{what} holds class labels outside 0..{n_out - 1} (or non-integers); the model has "
                 f"{n_out} outputs"
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -12,6 +11,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from converters.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ConversionError,
+    DataError,
+    ModelFileError,
+)
 
 __all__ = ["Model", "apply_rows", "load_model"]
 
@@ -89,7 +96,14 @@ class Model:
     ) -> Model:
         """Wrap a per-sample JAX function ``fn(params, x)``; the output shape is found with ``jax.eval_shape``."""
         input_shape = tuple(int(d) for d in input_shape)
-        out = jax.eval_shape(fn, params, jax.ShapeDtypeStruct(input_shape, dtype))
+        try:
+            out = jax.eval_shape(fn, params, jax.ShapeDtypeStruct(input_shape, dtype))
+        except Exception as e:  # noqa: BLE001 - the user's function, traced on a sample of input_shape
+            raise ArgumentError(
+                f"fn(params, x) fails on one sample of input_shape={input_shape}: {type(e).__name__}: {e}"
+            ) from e
+        if not hasattr(out, "shape"):
+            raise ArgumentTypeError(f"fn(params, x) must return one array, got {type(out).__name__}")
         output_shape = tuple(out.shape)
         return cls(
             apply=fn,
@@ -110,52 +124,64 @@ class Model:
         feature_names: Sequence[str] | None = None,
         output_names: Sequence[str] | None = None,
         input_shape: Sequence[int] | None = None,
+        base_dir: str | os.PathLike | None = None,
     ) -> Model:
         """Convert an ONNX model (path, bytes or ``onnx.ModelProto``) into a :class:`Model`.
 
         Args:
             output: which graph output to explain (name or index); default the first floating-point output
                 (e.g. the probabilities of a scikit-learn classifier, not its labels).
-            input_shape: per-sample input shape, needed only when the graph leaves non-batch axes unknown.
-        """
-        from converters.onnx_to_jax.graph import FEATURE_NAMES_KEY, OUTPUT_NAMES_KEY, OnnxFunction, load_onnx_proto
+            input_shape: per-sample input shape (without the batch axis), needed only when the graph leaves
+                non-batch axes unknown, e.g. ``(10, 3)`` for an input declared ``[N, T, 3]``; single-input models.
+            base_dir: for bytes / a ``ModelProto`` with external data, the folder holding that data (a file's
+                external data is always read from the file's own folder, never from elsewhere).
 
-        proto, _ = load_onnx_proto(source)
+        Raises:
+            ConversionError: the graph cannot be converted (its subclasses name the file, op or node); also a
+                graph whose op reduces or normalises over the batch axis in a way with no per-sample meaning
+                (see :mod:`converters.onnx_to_jax.rows`; reductions with a per-sample meaning give a warning).
+        """
+        from converters.onnx_to_jax.columns import merge_column_inputs
+        from converters.onnx_to_jax.batch_axis import make_batch_symbolic
+        from converters.onnx_to_jax.graph import (
+            FEATURE_NAMES_KEY,
+            OUTPUT_NAMES_KEY,
+            OnnxFunction,
+            load_onnx_proto,
+            metadata_json,
+        )
+
+        proto, _ = load_onnx_proto(source, base_dir=base_dir)
+        proto = merge_column_inputs(proto)  # skl2onnx DataFrame exports: one input per column -> one input
+        # a batch fixed at N > 1 (torch.onnx.export without dynamic axes): made symbolic where proved, else refused
+        proto = make_batch_symbolic(proto, output=output, input_shape=input_shape)
         fn = OnnxFunction(proto, output=output)
-        shapes = []
-        for name, shape in zip(fn.input_names, fn.input_shapes):
-            per_sample = None if shape is None else shape[1:]
-            if input_shape is not None and len(fn.input_names) == 1:
-                per_sample = tuple(int(d) for d in input_shape)
-            if per_sample is None or any(d is None for d in per_sample):
-                raise ValueError(
-                    f"ONNX input {name!r} has shape {shape} with unknown non-batch axes; pass input_shape=..."
-                )
-            shapes.append(tuple(per_sample))
+        shapes = _input_shapes(fn, input_shape)
         in_shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
         params = {k: jnp.asarray(v) for k, v in fn.params.items()}
-        example = (
-            jax.ShapeDtypeStruct(in_shape, fn.input_dtypes[0])
-            if len(shapes) == 1
-            else tuple(jax.ShapeDtypeStruct(s, d) for s, d in zip(shapes, fn.input_dtypes))
-        )
-        out = jax.eval_shape(fn, params, example)
-        output_shape = tuple(out.shape)
-        batched = _check_batch_axis(fn, params, shapes) and len(shapes) == 1
-        meta_features = json.loads(fn.metadata.get(FEATURE_NAMES_KEY, "null"))
-        meta_outputs = json.loads(fn.metadata.get(OUTPUT_NAMES_KEY, "null"))
+        output_shape, batched = _check_batch_axis(fn, params, shapes)
+        batched = batched and len(shapes) == 1
+        meta_features = metadata_json(fn.metadata, FEATURE_NAMES_KEY, list, None)
+        meta_outputs = metadata_json(fn.metadata, OUTPUT_NAMES_KEY, list, None)
         last = shapes[0][-1] if len(shapes) == 1 and shapes[0] else 1
+        n_out = int(np.prod(output_shape))
+        if feature_names is None and meta_features is not None and len(meta_features) != last:
+            meta_features = None  # names written for another shape (a hand-edited file): fall back to x0, x1, ...
+        if output_names is None and meta_outputs is not None and len(meta_outputs) != n_out:
+            meta_outputs = None
         return cls(
             apply=fn,
             params=params,
             input_shape=in_shape,
             output_shape=output_shape,
-            feature_names=_names(feature_names or meta_features, last, "x", "feature_names"),
-            output_names=_names(output_names or meta_outputs, int(np.prod(output_shape)), fn.output, "output_names"),
+            feature_names=_names(feature_names if feature_names is not None else meta_features, last, "x",
+                                 "feature_names"),
+            output_names=_names(output_names if output_names is not None else meta_outputs, n_out, fn.output,
+                                "output_names"),
             layer_names=fn.layer_names,
             input_names=fn.input_names,
             batched=batched,
-            source=source if isinstance(source, str | os.PathLike) and not isinstance(source, bytes) else "<onnx>",
+            source=os.fspath(source) if isinstance(source, str | os.PathLike) else "<onnx>",
         )
 
     @classmethod
@@ -186,18 +212,31 @@ class Model:
     def n_inputs(self) -> int:
         return len(self.input_names)
 
+    @property
+    def input_dtypes(self) -> tuple[np.dtype, ...]:
+        """The dtype each input is declared with (ONNX graph inputs; float32 for wrapped functions): an integer
+        input (token ids feeding an Embedding / Gather) has no derivative and takes no continuous noise."""
+        declared = getattr(self.apply, "input_dtypes", None)
+        if declared is not None and len(declared) == self.n_inputs:
+            return tuple(np.dtype(d) for d in declared)
+        return (np.dtype(np.float32),) * self.n_inputs
+
     def with_params(self, params) -> Model:
         """The same architecture with other weights (compiled kernels are reused)."""
         return dataclasses.replace(self, params=params)
 
     # ------------------------------------------------------------------ evaluation
     def check_batch(self, xs, what: str = "data") -> None:
-        """Raise ``ValueError`` (expected vs got) unless ``xs`` is a batch of samples of ``input_shape``."""
+        """Raise :class:`DataError` (expected vs got) unless ``xs`` is a batch of samples of ``input_shape``."""
+
         if self.n_inputs != 1:
             return
-        shape = tuple(np.shape(xs))
+        try:
+            shape = tuple(np.shape(xs))
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise DataError(f"{what} is not an array of samples of shape {tuple(self.input_shape)}: {e}") from None
         if shape[1:] != tuple(self.input_shape):
-            raise ValueError(
+            raise DataError(
                 f"{what} has shape {shape}; the model expects [n_samples, {', '.join(map(str, self.input_shape))}] "
                 f"(per-sample input shape {tuple(self.input_shape)})"
             )
@@ -206,13 +245,16 @@ class Model:
         """Predict a batch: ``xs`` is ``[n_samples, *input_shape]``; returns ``[n_samples, *output_shape]``."""
         if self.n_inputs == 1:
             self.check_batch(xs)
+            from jaxsens._data import as_chunk_dtype, check_float32_input
+
+            check_float32_input(xs)  # non-real dtypes, finite values that float32 would turn into inf
             n = int(np.shape(xs)[0])
             # chunks padded to a power-of-two size (at most batch_size): a ragged tail, or a new n, reuses one of
             # a few compiled shapes instead of compiling its own
             size = min(batch_size, 1 << max(n - 1, 0).bit_length())
             parts = []
             for i in range(0, n, size):
-                chunk = np.asarray(xs[i : i + size], np.float32)
+                chunk = as_chunk_dtype(xs[i : i + size], self.input_dtypes[0])  # token ids stay exact int32
                 m = chunk.shape[0]
                 if m < size:
                     chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - m, axis=0)])
@@ -224,49 +266,174 @@ class Model:
         """Every layer's output for a batch ``xs``: ``{layer_name: [n_samples, ...]}`` (all layers by default)."""
         fn = self.apply
         if not hasattr(fn, "intermediates"):
-            raise TypeError("intermediates() needs a model converted from ONNX / Keras; this one wraps a function")
+            raise ArgumentTypeError("intermediates() needs a model converted from ONNX / Keras; this one wraps a function")
         names = tuple(self.layer_names if names is None else names)
         unknown = [n for n in names if n not in self.layer_names and n not in _tensor_names(fn)]
         if unknown:
-            raise KeyError(f"unknown layer(s) {unknown}; layers: {list(self.layer_names)}")
+            raise ArgumentError(f"unknown layer(s) {unknown}; layers: {list(self.layer_names)}")
         if self.n_inputs == 1:
             self.check_batch(xs)
-            xs = jnp.asarray(xs, jnp.float32)
+            from jaxsens._data import as_chunk_dtype, check_float32_input
+
+            check_float32_input(xs)
+            xs = jnp.asarray(as_chunk_dtype(xs, self.input_dtypes[0]))  # token ids stay exact int32
         else:
             xs = _multi(xs, self.input_names)
         out = _intermediates(self, xs, names)
         return {k: np.asarray(out[k]) for k in names}  # layer order (jit returns dicts sorted by key)
 
 
-def _check_batch_axis(fn, params, shapes) -> bool:
+def _input_shapes(fn, input_shape) -> list[tuple[int, ...]]:
+    """Per-sample input shapes: the graph's declared shapes without the batch axis, or ``input_shape``."""
+
+    if input_shape is not None:
+        if len(fn.input_names) != 1:
+            raise ArgumentError(
+                f"input_shape= is for single-input models; this one has {len(fn.input_names)} inputs "
+                f"{fn.input_names}, whose shapes must be fixed in the ONNX file"
+            )
+        if isinstance(input_shape, int | np.integer) and not isinstance(input_shape, bool):
+            input_shape = (input_shape,)
+        try:
+            given = tuple(int(d) for d in input_shape)
+            ok = all(float(d) == g for d, g in zip(input_shape, given)) and all(g > 0 for g in given)
+        except (TypeError, ValueError):
+            raise ArgumentTypeError(
+                f"input_shape={input_shape!r} is not a sequence of positive integers, e.g. input_shape=(10, 3)"
+            ) from None
+        if not ok:
+            raise ArgumentError(f"input_shape={input_shape!r} must hold positive integers, e.g. input_shape=(10, 3)")
+        declared = fn.input_shapes[0]
+        if declared is not None:
+            per_sample = declared[1:]
+            if len(per_sample) != len(given) or any(d is not None and d != g for d, g in zip(per_sample, given)):
+                shown = ["?" if d is None else d for d in per_sample]
+                raise ArgumentError(
+                    f"input_shape={given} does not fit ONNX input {fn.input_names[0]!r}, declared [batch, "
+                    f"{', '.join(map(str, shown))}] (per-sample shape {tuple(shown)}; '?' = any size)"
+                )
+        return [given]
+    shapes = []
+    for name, shape in zip(fn.input_names, fn.input_shapes):
+        per_sample = None if shape is None else shape[1:]
+        if shape is not None and not shape:
+            raise ConversionError(f"ONNX input {name!r} is a scalar: it has no batch axis to hold samples")
+        if per_sample is None or any(d is None for d in per_sample):
+            shown = "unknown" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+            hint = (
+                "pass input_shape=(...) (the shape of one sample, e.g. load_model(path, input_shape=(10, 3)); "
+                "CLI: --input-shape 10,3)"
+                if len(fn.input_names) == 1
+                else "fix these axes in the ONNX file (input_shape= is for single-input models)"
+            )
+            raise ConversionError(f"ONNX input {name!r} has shape {shown} with unknown non-batch axes; {hint}")
+        shapes.append(tuple(per_sample))
+    return shapes
+
+
+def _check_batch_axis(fn, params, shapes) -> tuple[tuple[int, ...], bool]:
     """The graph must keep samples on axis 0: rows in, as many rows out (not e.g. ``Reshape(-1, 1)``).
 
-    Returns whether the graph may run whole batches: a symbolic batch axis whose rows stay independent
-    (:func:`converters.onnx_to_jax.rows.rows_independent` follows the batch axis through the traced graph; a
-    ``ReduceSum`` over the batch that steers a ``Loop``, say, makes it ``False``). ``False`` is always safe: the
-    per-sample function then runs under ``vmap``.
+    Returns ``(output_shape, batched)``: the per-sample output shape, and whether the graph may run whole
+    batches: a symbolic batch axis whose rows stay independent (:func:`converters.onnx_to_jax.rows.batch_findings`
+    follows the batch axis through the traced graph; a ``ReduceSum`` over the batch that steers a ``Loop``, say,
+    makes it ``False``). ``False`` is safe for the rows: the per-sample function then runs under ``vmap``, each
+    sample as a batch of one. Where that changes the graph's meaning (an op that normalises over the batch axis, an
+    operand that broadcasts it), the graph is refused with a :class:`ConversionError` naming the node; where it
+    gives a well-defined per-sample meaning (a reduction over the batch axis), a warning says so
+    (:func:`converters.onnx_to_jax.rows.judge_findings`).
     """
-    from converters.onnx_to_jax.rows import rows_independent
+    from converters.onnx_to_jax.rows import batch_findings
 
-    if any(shape and shape[0] is not None for shape in fn.input_shapes):
-        return False  # a fixed batch axis (often 1): the per-sample function runs it with batch 1 only
-    n = 7  # a prime batch size: unlikely to coincide with another axis in the reshape rules
-    batch = [jax.ShapeDtypeStruct((n, *s), d) for s, d in zip(shapes, fn.input_dtypes)]
-    try:
-        closed = jax.make_jaxpr(fn.apply_batch)(params, *batch)
-    except Exception:  # noqa: BLE001 - graphs that cannot run wider batches are still fine per sample
-        return False
-    out = closed.out_avals[0]
-    if not out.shape or out.shape[0] != n:
-        raise ValueError(
-            f"output {fn.output!r} does not keep samples on its first axis: {n} input rows give shape "
-            f"{tuple(out.shape)} (the graph reshapes the batch axis together with others, e.g. skl2onnx's "
-            "Reshape(-1, 1) for multi-output regressors); export the model with the batch axis kept, or choose "
-            "another output="
-        )
     leaves = jax.tree.leaves(params)
-    ok, _ = rows_independent(closed, [None] * len(leaves) + [0] * len(batch), values=leaves)
-    return ok
+
+    def trace(n):
+        batch = [jax.ShapeDtypeStruct((n, *s), d) for s, d in zip(shapes, fn.input_dtypes)]
+        return jax.make_jaxpr(fn.apply_batch)(params, *batch), [None] * len(leaves) + [0] * len(batch)
+
+    try:
+        one, axes = trace(1)
+    except ConversionError:
+        raise
+    except Exception as e:
+        raise ConversionError(
+            f"the graph cannot run on one sample of shape {shapes}: {type(e).__name__}: {e}"
+        ) from e
+    out = one.out_avals[0]
+    if not out.shape or out.shape[0] != 1:
+        findings = batch_findings(one, axes, values=leaves)
+        broadcast = [f for f in findings if f.kind == "broadcast" and f.node]
+        if broadcast:
+            refusals, _ = _judge(fn, broadcast)
+            raise ConversionError(refusals[0])
+        raise ConversionError(
+            f"output {fn.output!r} does not keep samples on its first axis: one input row gives shape "
+            f"{tuple(out.shape)} (the graph reshapes or broadcasts the batch axis together with others); export "
+            "the model with the batch axis kept, or choose another output="
+        )
+    output_shape = tuple(out.shape[1:])
+    fixed = [shape[0] for shape in fn.input_shapes if shape and shape[0] is not None]
+    if fixed:  # a fixed batch axis: the per-sample function runs it with batch 1 only
+        if any(d != 1 for d in fixed):  # a fixed batch of 1 is the graph's own meaning: nothing changes
+            _judge(fn, batch_findings(one, axes, values=leaves), raise_=True)
+        return output_shape, False
+    n = 7  # a prime batch size: unlikely to coincide with another axis in the reshape rules
+    try:
+        closed, axes = trace(n)
+    except Exception:  # noqa: BLE001 - graphs that cannot run wider batches are still fine per sample
+        _judge(fn, batch_findings(one, axes, values=leaves), raise_=True)
+        return output_shape, False
+    out = closed.out_avals[0]
+    findings = batch_findings(closed, axes, values=leaves)
+    if not out.shape or out.shape[0] != n:
+        culprit = next((f for f in findings if f.node and f.kind != "unknown"), None)
+        where = f"; {_op_types(fn).get(culprit.node, '?')} node {culprit.node!r}: {culprit.reason}" if culprit else ""
+        raise ConversionError(
+            f"output {fn.output!r} does not keep samples on its first axis: {n} input rows give shape "
+            f"{tuple(out.shape)}{where} (the graph reduces or reshapes the batch axis together with others, e.g. "
+            "skl2onnx's Reshape(-1, 1) for multi-output regressors); export the model with the batch axis kept, or "
+            "choose another output="
+        )
+    _judge(fn, findings, raise_=True)
+    return output_shape, not findings
+
+
+def _judge(fn, findings, *, raise_: bool = False) -> tuple[list[str], list[str]]:
+    """Refusals and warnings for ``findings`` (see :func:`converters.onnx_to_jax.rows.judge_findings`); with
+    ``raise_``, raise the first refusal and emit the warnings."""
+    import warnings
+
+    from converters.onnx_to_jax.rows import judge_findings
+
+    refusals, warns = judge_findings(findings, _op_types(fn))
+    if raise_:
+        if refusals:
+            more = f" ({len(refusals) - 1} more such node(s))" if len(refusals) > 1 else ""
+            raise ConversionError(refusals[0] + more)
+        for w in warns:
+            warnings.warn(w, UserWarning, stacklevel=4)
+    return refusals, warns
+
+
+def _op_types(fn) -> dict[str, str]:
+    """Node name -> op type for every node of the graph and of its sub-graphs (names as the converter gives them)."""
+    import onnx
+
+    out: dict[str, str] = {}
+
+    def visit(graph):
+        for i, n in enumerate(graph.node):
+            out.setdefault(n.name or f"{n.op_type}_{i}", n.op_type)
+            for a in n.attribute:
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    visit(sub)
+
+    for node in getattr(fn, "nodes", ()):
+        out[node.name] = node.op_type
+        for value in node.attrs.values():
+            if isinstance(value, onnx.GraphProto):
+                visit(value)
+    return out
 
 
 def _tensor_names(fn) -> set[str]:
@@ -306,11 +473,14 @@ def _intermediates(model: Model, xs, names):
 
 
 def _names(given, n: int, prefix: str, what: str) -> tuple[str, ...]:
+
     if given is None:
         return tuple(f"{prefix}{i}" for i in range(n)) if n > 1 else (prefix,)
+    if isinstance(given, str | bytes) or not hasattr(given, "__iter__"):
+        raise ArgumentTypeError(f"{what} takes a sequence of {n} names, got {type(given).__name__} {given!r}")
     given = tuple(str(g) for g in given)
     if len(given) != n:
-        raise ValueError(f"{what} has {len(given)} names, expected {n}")
+        raise ArgumentError(f"{what} has {len(given)} names, expected {n}")
     return given
 
 
@@ -322,6 +492,7 @@ def load_model(
     output: str | int | None = None,
     feature_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> Model:
     """Load a model from any supported format and convert it, once, into a pure JAX :class:`Model`.
 
@@ -334,6 +505,13 @@ def load_model(
         weights: the weights ``.h5`` of a legacy JSON structure file.
         safe: refuse Keras ``Lambda`` layers and custom objects (they run arbitrary code); ``safe=False`` opts in.
         output: which ONNX output to explain (default: the first floating output).
+        input_shape: the shape of one sample, for single-input models whose file leaves non-batch axes unknown
+            (e.g. ``(10, 3)`` for an input declared ``[N, T, 3]``).
+
+    Raises:
+        ModelFileNotFoundError: the path does not exist.
+        ModelFileError: unreadable (permission denied), empty, truncated or corrupt file, a folder that is not a
+            SavedModel; UnsafeModelError: code or files outside the model's folder; ConversionError otherwise.
 
     Example:
         >>> import jaxsens
@@ -343,20 +521,34 @@ def load_model(
     """
     import onnx
 
-    kw = dict(output=output, feature_names=feature_names, output_names=output_names)
-    if isinstance(source, onnx.ModelProto | bytes):
+    from converters.onnx_to_jax.graph import check_model_path
+
+    kw = {"output": output, "feature_names": feature_names, "output_names": output_names, "input_shape": input_shape}
+    if isinstance(source, onnx.ModelProto | bytes | bytearray):
         return Model.from_onnx(source, **kw)
     if not isinstance(source, str | os.PathLike):
         if hasattr(source, "layers") or type(source).__module__.startswith(("keras", "tf_keras")):
             return Model.from_keras(source, safe=safe, **kw)
-        raise TypeError(f"load_model() takes a path, an ONNX ModelProto or a Keras model, got {type(source).__name__}")
+        raise ArgumentTypeError(
+            f"load_model() takes a path, an ONNX ModelProto or a Keras model, got {type(source).__name__}"
+        )
     path = os.fspath(source)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model file {path!r} does not exist")
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    check_model_path(path, "model file", folder_ok=True)
+    is_dir = os.path.isdir(path)
+    if is_dir and not any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
+        raise ModelFileError(
+            f"{path!r} is a folder, not a model file; pass the model file inside it (e.g. model.onnx, model.keras) "
+            f"or, for TensorFlow, a SavedModel folder holding saved_model.pb"
+        )
     lower = path.lower()
-    if lower.endswith(".onnx"):
+    if lower.endswith(".onnx") and not is_dir:
         if weights is not None:
-            raise ValueError("weights= is only used with a legacy Keras JSON structure file")
+            raise ArgumentError(
+                f"weights={os.fspath(weights)!r} is only used with a legacy Keras JSON structure file, not with "
+                f"the ONNX file {path!r}"
+            )
         return Model.from_onnx(path, **kw)
     from converters.keras import keras_file_to_onnx
 

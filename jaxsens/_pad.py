@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from jaxsens._jacobian import jacobian_importance
+from jaxsens._jacobian import check_gradient_model, jacobian_importance
 from jaxsens._model import Model
 from jaxsens._results import (
     JacobianImportance,
@@ -83,29 +83,51 @@ class PartialDerivatives:
         )
 
 
-def pad_from_jacobian(jac: JacobianImportance) -> PartialDerivatives:
-    """PaD from a Jacobian result (no second pass over the data)."""
+def pad_from_jacobian(
+    jac: JacobianImportance | dict[str, JacobianImportance],
+) -> PartialDerivatives | dict[str, PartialDerivatives]:
+    """PaD from a Jacobian result (no second pass over the data).
+
+    For a dict of per-input results (a model with several inputs) the shares are of the total over **all**
+    inputs' features, so the importance rows of all the returned results together sum to 1 for each output.
+    """
+    if isinstance(jac, dict):
+        parts = {name: _ssd(j) for name, j in jac.items()}
+        total = sum(ssd.sum(axis=1, keepdims=True) for ssd, _ in parts.values())
+        return {name: _pad(jac[name], ssd, mean, total) for name, (ssd, mean) in parts.items()}
+    ssd, mean = _ssd(jac)
+    return _pad(jac, ssd, mean, ssd.sum(axis=1, keepdims=True))
+
+
+def _ssd(jac: JacobianImportance) -> tuple[np.ndarray, np.ndarray]:
+    """``(SSD [n_outputs, n_features], mean derivative [n_outputs, n_features])`` of one input."""
     k = jac.n_outputs
     n_features = jac.input_shape[-1]
     sq = (jac.rms.astype(np.float64) ** 2 * jac.n_samples).reshape(k, -1, n_features)
-    ssd = sq.sum(axis=1)
-    total = ssd.sum(axis=1, keepdims=True)
+    return sq.sum(axis=1), jac.by_feature().mean.reshape(k, n_features)
+
+
+def _pad(jac: JacobianImportance, ssd: np.ndarray, mean: np.ndarray, total: np.ndarray) -> PartialDerivatives:
     share = np.divide(ssd, total, out=np.zeros_like(ssd), where=total > 0)
-    mean = jac.by_feature().mean.reshape(k, n_features)
     return PartialDerivatives(share, ssd, mean, jac.n_samples, tuple(jac.feature_names), tuple(jac.output_names))
 
 
 def partial_derivatives(model: Model, data, *, batch_size: int | None = None, outputs=None, progress=None,
-                        nan_policy: str = "raise") -> PartialDerivatives:
+                        nan_policy: str = "raise") -> PartialDerivatives | dict[str, PartialDerivatives]:
     """Dimopoulos's PaD over ``data``: each input's share of :math:`\\sum_n (\\partial y_k / \\partial x_i)^2`.
 
     Args:
-        model: a one-input :class:`jaxsens.Model`.
-        data: anything :func:`jaxsens.jacobian_importance` reads (array, ``.npy`` streamed from disk, CSV, ...).
+        model: a :class:`jaxsens.Model` with floating-point inputs; integer inputs (token ids) are refused
+            (:class:`~jaxsens.ArgumentError`: use :func:`jaxsens.permutation_importance`).
+        data: anything :func:`jaxsens.jacobian_importance` reads (array, ``.npy`` streamed from disk, CSV, ...);
+            for a model with several inputs a tuple (input order) or dict (by input name) of those, row-aligned.
         batch_size, outputs, progress, nan_policy: as for :func:`jaxsens.jacobian_importance`.
 
     Returns:
-        :class:`PartialDerivatives` with ``importance`` ``[n_outputs, n_features]`` (rows sum to 1).
+        :class:`PartialDerivatives` with ``importance`` ``[n_outputs, n_features]`` (rows sum to 1). For several
+        inputs, a dict ``{input_name: PartialDerivatives}`` in input order, input ``i``'s ``importance``
+        ``[n_outputs, n_features_i]`` (features on its last axis, summed over its other axes): shares of the
+        total over all inputs, so the rows sum to 1 across the dict.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np
@@ -113,6 +135,7 @@ def partial_derivatives(model: Model, data, *, batch_size: int | None = None, ou
         >>> np.round(partial_derivatives(m, np.zeros((4, 2))).importance, 3)
         array([[0.2, 0.8]])
     """
+    check_gradient_model(model, "partial_derivatives")
     jac = jacobian_importance(model, data, batch_size=batch_size, outputs=outputs, progress=progress,
                               nan_policy=nan_policy)
     return pad_from_jacobian(jac)

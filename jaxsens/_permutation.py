@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.errors import ArgumentError
+from jaxsens._engine import integer_inputs
 from jaxsens._metrics import Metric, check_targets, get_metric
 from jaxsens._perturbation import (
     _Spec,
@@ -145,19 +147,19 @@ def _check_permutations(perms, n_samples: int, n_features: int, n_repeats: int |
     if perms.ndim == 2:
         perms = np.broadcast_to(perms, (n_features, *perms.shape))
     if perms.ndim != 3 or perms.shape[0] != n_features or perms.shape[2] != n_samples:
-        raise ValueError(
+        raise ArgumentError(
             f"permutations has shape {list(np.shape(perms))}; expected [n_repeats, {n_samples}] (the same "
             f"for every feature) or [{n_features}, n_repeats, {n_samples}]"
         )
     if n_repeats is not None and perms.shape[1] != n_repeats:
-        raise ValueError(
+        raise ArgumentError(
             f"permutations holds {perms.shape[1]} repeats but n_repeats={n_repeats}; drop n_repeats"
         )
     if not np.issubdtype(perms.dtype, np.integer) or not np.array_equal(
         np.sort(perms.reshape(-1, n_samples), axis=1),
         np.broadcast_to(np.arange(n_samples), (perms[..., 0].size, n_samples)),
     ):
-        raise ValueError(
+        raise ArgumentError(
             "permutations must hold integer permutations of range(n_samples) along its last axis"
         )
     return perms
@@ -182,7 +184,8 @@ def permutation_importance(
     where :math:`X^{(j,r)}` is :math:`X` with column :math:`j` re-ordered by permutation :math:`r`, and
     :math:`s = -\mathrm{loss}` for losses (``mse``, ``mae``, ``log_loss``: scikit-learn's ``neg_*`` scorers)
     or :math:`s = \mathrm{accuracy}`. For a sequence input ``[T, F]`` a feature's whole sequence moves with
-    its row. Every (feature, repeat) pair is evaluated in one kernel, streaming rows; for per-sample metrics
+    its row. Integer inputs (token ids) are allowed: a permutation only moves values that occur in the data,
+    and the ids reach the model exactly (as int32, never rounded through float32). Every (feature, repeat) pair is evaluated in one kernel, streaming rows; for per-sample metrics
     the kernel accumulates the per-row change of the loss, which equals the change of the mean.
 
     Given the same permutations the result equals ``sklearn.inspection.permutation_importance`` on the same
@@ -218,7 +221,7 @@ def permutation_importance(
         >>> [round(float(v)) for v in r.importances_mean]  # E(x - x')^2 = 2 var(x) for x0; x1 is unused
         [2, 0]
     """
-    check_model(model, "permutation_importance")
+    check_model(model, "permutation_importance", discrete=True)  # permuted ids are ids: integer inputs welcome
     X = check_rows(model, X)
     metric = get_metric(metric)
     n, n_features = X.shape[0], X.shape[-1]
@@ -226,18 +229,19 @@ def permutation_importance(
     if n_repeats is not None and (
         isinstance(n_repeats, bool) or not isinstance(n_repeats, int) or n_repeats < 1
     ):
-        raise ValueError(f"n_repeats must be a positive integer, got {n_repeats!r}")
+        raise ArgumentError(f"n_repeats must be a positive integer, got {n_repeats!r}")
     if permutations is not None:
         perms = _check_permutations(permutations, n, n_features, n_repeats)
     else:
         if key is None:
-            raise ValueError("permutation_importance() needs key=jax.random.key(seed) or permutations=")
+            raise ArgumentError("permutation_importance() needs key=jax.random.key(seed) or permutations=")
         perms = _key_permutations(key, n, n_features, n_repeats or 5)
     n_rep = perms.shape[1]
     cols = np.moveaxis(X, -1, 0)  # [F, n, *lead]
     values = cols[np.arange(n_features)[:, None, None], perms]  # [F, R, n, *lead]
     values = np.moveaxis(values, 2, 0)  # [n, F, R, *lead]
-    packed, layout = pack([("x", X), ("y", y_rows), ("values", values)])
+    exact = ("x", "values") if integer_inputs(model) else ()  # token ids reach the model unchanged (int32)
+    packed, layout = pack([("x", X), ("y", y_rows), ("values", values)], exact=exact)
     del values
     task = _Task(model, {}, _Spec(_permuted_variants, layout=layout, metric=metric))
     if metric.per_sample:

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,10 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.errors import ArgumentError, ArgumentTypeError, DataError
 from jaxsens import _engine, _stats
-from jaxsens._data import iter_chunks, open_source
-from jaxsens._model import apply_rows
+from jaxsens._data import as_chunk_dtype, check_float32_input, chunk_dtype, iter_chunks, open_source
 from jaxsens._metrics import Metric, check_targets, get_metric
+from jaxsens._model import apply_rows
 from jaxsens._results import (
     finish_figure,
     frame,
@@ -82,33 +84,79 @@ class _Task:
     spec: _Spec
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
+    def n_inputs(self) -> int:
+        if self.spec.layout is None:
+            return getattr(self.model, "n_inputs", 1)
+        return len(_groups(self.spec.layout))
+
+    @property
+    def input_shape(self) -> tuple:
         if self.spec.layout is None:
             return tuple(self.model.input_shape)
-        return (sum(math.prod(s) for _, s in self.spec.layout),)
+        widths = [
+            (sum(math.prod(s) for _, s, g in self.spec.layout if g == group),)
+            for group in _groups(self.spec.layout)
+        ]
+        return widths[0] if len(widths) == 1 else tuple(widths)
+
+    @property
+    def input_dtypes(self) -> tuple[np.dtype, ...]:
+        if self.spec.layout is None:
+            return tuple(getattr(self.model, "input_dtypes", (np.dtype(np.float32),)))
+        return tuple(np.dtype(_GROUP_DTYPES[g]) for g in _groups(self.spec.layout))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        if self.spec.layout is None:
+            return tuple(getattr(self.model, "input_names", ("x",)))
+        return tuple(("packed rows", "packed integer rows")[g] for g in _groups(self.spec.layout))
 
     @property
     def feature_names(self):
         return self.model.feature_names if self.spec.layout is None else None
 
 
+_GROUP_DTYPES = (np.float32, np.int32)  # packed group 0: float32 values; group 1: integer inputs, exact
+
+
+def _groups(layout) -> tuple[int, ...]:
+    return tuple(sorted({g for _, _, g in layout}))
+
+
 def _unpack(row, layout) -> dict[str, Any]:
+    """One packed row (a tuple ``(floats, ints)`` when integer parts were packed) -> ``{name: array}``."""
     if layout is None:
         return {"x": row}
-    parts, at = {}, 0
-    for name, shape in layout:
-        size = math.prod(shape)
-        parts[name] = row[at : at + size].reshape(shape)
-        at += size
+    rows = row if isinstance(row, tuple) else (row,)
+    position = {g: i for i, g in enumerate(_groups(layout))}
+    parts, at = {}, {}
+    for name, shape, group in layout:
+        size, start = math.prod(shape), at.get(group, 0)
+        parts[name] = rows[position[group]][start : start + size].reshape(shape)
+        at[group] = start + size
     return parts
 
 
-def pack(parts: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray, tuple]:
-    """Pack per-row arrays ``[(name, [n_samples, ...]), ...]`` (``"x"`` first) into one float32 array."""
+def pack(parts: Sequence[tuple[str, np.ndarray]], *, exact: Sequence[str] = ()) -> tuple[Any, tuple]:
+    """Pack per-row arrays ``[(name, [n_samples, ...]), ...]`` (``"x"`` first) into one float32 array.
+
+    The parts named in ``exact`` (integer model inputs: token ids, and their permuted values) go as int32 into a
+    second array, so they reach the model unchanged (float32 would round ids above 2**24); ``packed`` is then
+    the tuple ``(floats, ints)``, which the engine streams row-aligned. Layout entries: ``(name, shape,
+    group)``.
+    """
     n = parts[0][1].shape[0]
-    layout = tuple((name, tuple(int(d) for d in a.shape[1:])) for name, a in parts)
-    packed = np.concatenate([np.asarray(a, np.float32).reshape(n, -1) for _, a in parts], axis=1)
-    return packed, layout
+    layout = tuple((name, tuple(int(d) for d in a.shape[1:]), int(name in exact)) for name, a in parts)
+    floats = [np.asarray(a, np.float32).reshape(n, -1) for name, a in parts if name not in exact]
+    packed = np.concatenate(floats, axis=1)
+    if not exact:
+        return packed, layout
+    ints = [
+        as_chunk_dtype(np.asarray(a).reshape(n, -1), np.int32, "X" if name == "x" else f"X ({name})")
+        for name, a in parts
+        if name in exact
+    ]
+    return (packed, np.concatenate(ints, axis=1)), layout
 
 
 def _row_inputs(task: _Task, row, row_index):
@@ -181,16 +229,20 @@ def _predict_kernel(task: _Task, xs, row_index):
     return _predictions(task, xs, row_index)[0]
 
 
-def row_bytes(task: _Task, row_shape) -> int:
+def row_bytes(task: _Task, row_shape=None) -> int:
     """Upper bound on the memory one row needs in the kernels (for the engine's default batch size).
 
     One sample's model intermediates (the variant slots run one after the other) plus the row's copies and
-    their outputs.
+    their outputs. The row's shape and dtype are the task's (``row_shape`` is accepted for older callers).
     """
-    row = jax.ShapeDtypeStruct(tuple(row_shape), jnp.float32)
+    del row_shape
+    _, shapes, dtypes = _engine.model_inputs(task)
+    rows = tuple(jax.ShapeDtypeStruct(s, chunk_dtype(d)) for s, d in zip(shapes, dtypes))
+    row = rows if len(rows) > 1 else rows[0]
     index = jax.ShapeDtypeStruct((), jnp.uint32)
     n_eval = jax.eval_shape(lambda r, i: _row_inputs(task, r, i)[0], row, index).shape[0]
-    example = jax.ShapeDtypeStruct(tuple(task.model.input_shape), jnp.float32)
+    model_dtype = chunk_dtype(_engine.model_inputs(task.model)[2][0])
+    example = jax.ShapeDtypeStruct(tuple(task.model.input_shape), model_dtype)
     # the model is traced alone (the copy slots run one after the other); the copies are counted explicitly
     model_bytes = _engine.model_bytes_per_sample(
         task.model, "apply", lambda x: task.model.apply(task.model.params, x), example
@@ -199,31 +251,37 @@ def row_bytes(task: _Task, row_shape) -> int:
     return model_bytes + 3 * n_eval * per_copy
 
 
-def run_loss(task: _Task, packed: np.ndarray, *, batch_size: int | None, progress=None):
-    """Stream packed rows through :func:`_loss_kernel`; returns ``(base Moments, diff Moments, RunInfo)``."""
+def run_loss(task: _Task, packed, *, batch_size: int | None, progress=None):
+    """Stream packed rows (an array, or the tuple from :func:`pack` with integer parts) through
+    :func:`_loss_kernel`; returns ``(base Moments, diff Moments, RunInfo)``."""
     stats, info = _engine.run(
         _loss_kernel,
         task,
         packed,
         batch_size=batch_size,
-        bytes_per_sample=row_bytes(task, packed.shape[1:]),
+        bytes_per_sample=row_bytes(task),
         progress=progress,
     )
     return stats["base"], stats["diff"], info
 
 
-def predict_all(task: _Task, packed: np.ndarray, *, batch_size: int | None) -> np.ndarray:
+def predict_all(task: _Task, packed, *, batch_size: int | None) -> np.ndarray:
     """Predictions of every row and its variants, ``[n_samples, 1 + n_variants, *output_shape]``.
 
     Used only for whole-data-set metrics (``Metric(per_sample=False)``), which cannot be folded per chunk.
     """
-    n = packed.shape[0]
+    arrays = packed if isinstance(packed, tuple) else (packed,)
+    n = arrays[0].shape[0]
     if batch_size is None:
-        batch_size = _engine.choose_batch_size(row_bytes(task, packed.shape[1:]), n_rows=n)
-    source = open_source(packed, input_shape=packed.shape[1:])
+        batch_size = _engine.choose_batch_size(row_bytes(task), n_rows=n)
+    sources = tuple(open_source(a, input_shape=a.shape[1:]) for a in arrays)
+    shapes = tuple(a.shape[1:] for a in arrays)
+    dtypes = tuple(a.dtype for a in arrays)
+    if not isinstance(packed, tuple):
+        sources, shapes, dtypes = sources[0], shapes[0], dtypes[0]
     out = []
-    for chunk in iter_chunks(source, batch_size=batch_size, input_shape=packed.shape[1:]):
-        preds = _predict_kernel(task, jnp.asarray(chunk.xs), jnp.asarray(chunk.row_index))
+    for chunk in iter_chunks(sources, batch_size=batch_size, input_shape=shapes, dtype=dtypes):
+        preds = _predict_kernel(task, jax.tree.map(jnp.asarray, chunk.xs), jnp.asarray(chunk.row_index))
         out.append(np.asarray(preds)[: chunk.n_valid])
     return np.concatenate(out)
 
@@ -247,35 +305,62 @@ def onehot_last(features: Sequence[int], n_features: int, ndim: int) -> np.ndarr
 
 
 # ------------------------------------------------------------------------------------------------- validation
-def check_model(model, method: str) -> None:
-    """Perturbation methods need a single-input model whose last input axis holds the features."""
+_CONTINUOUS = {  # what each method does to an input's values: meaningless for integer inputs (token ids)
+    "perturbation_importance": "adds continuous noise to each input",
+    "input_perturbation": "adds continuous noise to each input",
+    "improved_stepwise": "fixes each input at its mean over the rows",
+    "lek_profile": "sweeps each input over a grid of values between its minimum and maximum",
+}
+
+
+def check_model(model, method: str, *, discrete: bool = False) -> None:
+    """Perturbation methods need a single-input model whose last input axis holds the features.
+
+    Integer / bool inputs (token ids) are refused unless the method's perturbation is ``discrete`` (it only
+    moves values that occur in the data, as a permutation does): noise, means and grids of ids are not ids.
+    """
     if (
         getattr(model, "n_inputs", 1) != 1
         or not model.input_shape
         or not isinstance(model.input_shape[0], int)
     ):
-        raise ValueError(
+        raise ArgumentError(
             f"{method}() needs a single-input model with input_shape [..., n_features]; this one has inputs "
             f"{getattr(model, 'input_names', '?')} of shape {model.input_shape}"
+        )
+    ints = _engine.integer_inputs(model)
+    if ints and not discrete:
+        name, dtype = ints[0]
+        raise ArgumentError(
+            f"{method}() {_CONTINUOUS.get(method, 'perturbs inputs continuously')}, which has no meaning for "
+            f"input {name!r} of dtype {dtype} (e.g. token ids feeding an Embedding / Gather: 17.3 is not an id). "
+            "Use permutation_importance(), whose discrete perturbation (ids permuted across rows) is defined for "
+            "integer inputs"
         )
 
 
 def as_key(key, method: str):
     """``(raw key data, impl name)`` from a typed key (``jax.random.key``) or a raw ``PRNGKey``."""
     if key is None:
-        raise ValueError(f"{method}() needs key=jax.random.key(seed) (explicit randomness; no global seed)")
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+        raise ArgumentError(f"{method}() needs key=jax.random.key(seed) (explicit randomness; no global seed)")
+    try:
+        key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    except TypeError:
+        raise ArgumentTypeError(
+            f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), got {type(key).__name__} "
+            f"{key!r:.60}"
+        ) from None
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         typed = key
     else:
         try:
             typed = jax.random.wrap_key_data(key)
         except (TypeError, ValueError) as e:
-            raise ValueError(
+            raise ArgumentError(
                 f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), got {key!r}"
             ) from e
     if typed.shape != ():
-        raise ValueError(f"key must be a single PRNG key, got an array of {typed.shape} keys")
+        raise ArgumentError(f"key must be a single PRNG key, got an array of {typed.shape} keys")
     return jax.random.key_data(typed), str(jax.random.key_impl(typed))
 
 
@@ -290,14 +375,14 @@ def select_features(features, names: Sequence[str], what: str = "features") -> t
     for f in features:
         if isinstance(f, str):
             if f not in names:
-                raise ValueError(f"{what} names {f!r}, which is not a feature; features: {list(names)}")
+                raise ArgumentError(f"{what} names {f!r}, which is not a feature; features: {list(names)}")
             out.append(list(names).index(f))
         elif isinstance(f, int | np.integer) and not isinstance(f, bool) and -n <= int(f) < n:
             out.append(int(f) % n)
         else:
-            raise ValueError(f"{what} holds {f!r}; use feature names or indices in [0, {n})")
+            raise ArgumentError(f"{what} holds {f!r}; use feature names or indices in [0, {n})")
     if len(set(out)) != len(out) or not out:
-        raise ValueError(f"{what}={list(features)!r} is empty or repeats a feature")
+        raise ArgumentError(f"{what}={list(features)!r} is empty or repeats a feature")
     return tuple(out)
 
 
@@ -305,21 +390,40 @@ def check_rows(model, X, what: str = "X") -> np.ndarray:
     """``X`` as a float array ``[n_samples, *input_shape]`` with at least one row, all finite."""
     X = np.asarray(X)
     if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise TypeError(f"{what} has dtype {X.dtype}; expected real numbers")
+        raise DataError(f"{what} has dtype {X.dtype}; expected real numbers")
     if X.shape[1:] != tuple(model.input_shape):
         model.check_batch(X, what)
     if X.shape[0] == 0:
-        raise ValueError(f"{what} has no rows")
+        raise DataError(f"{what} has no rows")
     if not np.isfinite(X).all():
         bad = int(np.flatnonzero(~np.isfinite(X.reshape(X.shape[0], -1)).all(axis=1))[0])
-        raise ValueError(f"{what} row {bad} holds NaN or Inf; clean the data first")
+        raise DataError(f"{what} row {bad} holds NaN or Inf; clean the data first")
+    check_float32_input(X, what)  # finite float64 values beyond float32 would become Inf in the kernels
     return X
 
 
-def feature_std(X: np.ndarray) -> np.ndarray:
-    """``[n_features]`` standard deviation (ddof = 1) of each feature, pooled over every axis but the last."""
+def feature_std(X: np.ndarray, names: Sequence[str] | None = None, method: str = "") -> np.ndarray:
+    """``[n_features]`` standard deviation (ddof = 1) of each feature, pooled over every axis but the last.
+
+    Noise scaled by it is undefined for a single row (refused) and zero for a constant feature (warned: such a
+    feature gets exactly zero importance by construction, not because the model ignores it).
+    """
     flat = X.reshape(-1, X.shape[-1]).astype(np.float64)
-    return flat.std(axis=0, ddof=1) if flat.shape[0] > 1 else np.zeros(flat.shape[1])
+    if flat.shape[0] < 2:
+        raise DataError(
+            f"{method}() scales its noise by each feature's standard deviation, which needs at least 2 rows; "
+            f"got {flat.shape[0]}"
+        )
+    std = flat.std(axis=0, ddof=1)
+    constant = np.flatnonzero(std == 0)
+    if constant.size:
+        labels = [names[i] if names else f"x{i}" for i in constant[:10]]
+        warnings.warn(
+            f"{method}(): feature(s) {labels}{' ...' if constant.size > 10 else ''} are constant in the data, so "
+            "noise scaled by their standard deviation is zero and their importance is 0 by construction",
+            stacklevel=3,
+        )
+    return std
 
 
 def stderr_of(m: _stats.Moments) -> np.ndarray:
@@ -468,9 +572,9 @@ def perturbation_importance(
     """
     check_model(model, "perturbation_importance")
     if noise not in ("normal", "uniform"):
-        raise ValueError(f"noise must be 'normal' or 'uniform', got {noise!r}")
+        raise ArgumentError(f"noise must be 'normal' or 'uniform', got {noise!r}")
     if isinstance(n_draws, bool) or not isinstance(n_draws, int | np.integer) or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
+        raise ArgumentError(f"n_draws must be a positive integer, got {n_draws!r}")
     n_features = int(model.input_shape[-1])
     names = tuple(model.feature_names or [f"x{i}" for i in range(n_features)])
     sel = select_features(features, names)
@@ -478,11 +582,11 @@ def perturbation_importance(
     if scale_arr is None:
         scale_arr = np.asarray(scale, np.float64)
         if scale_arr.shape != (n_features,):
-            raise ValueError(
+            raise ArgumentError(
                 f"scale has shape {list(scale_arr.shape)}; give one number or one per feature ({n_features})"
             )
     if not np.all(np.isfinite(scale_arr)) or np.any(scale_arr < 0):
-        raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
+        raise ArgumentError(f"scale must be finite and >= 0, got {scale!r}")
     key_data, impl = as_key(key, "perturbation_importance")
     spec = _Spec(_noise_variants, options=(int(n_draws), sel, noise), key_impl=impl, n_draws=int(n_draws))
     task = _Task(model, {"key": key_data, "scale": jnp.asarray(scale_arr, jnp.float32)}, spec)
@@ -650,9 +754,9 @@ def input_perturbation(
     y_rows = check_targets(metric, y, X.shape[0], model.output_shape)
     lv = np.asarray(levels, np.float64).reshape(-1)
     if lv.size == 0 or not np.all(np.isfinite(lv)) or np.any(lv < 0):
-        raise ValueError(f"levels must be non-negative numbers, got {levels!r}")
+        raise ArgumentError(f"levels must be non-negative numbers, got {levels!r}")
     key_data, impl = as_key(key, "input_perturbation")
-    std = feature_std(X)
+    std = feature_std(X, model.feature_names, "input_perturbation")
     n_features = X.shape[-1]
     packed, layout = pack([("x", X), ("y", y_rows)])
     arrays = {"key": key_data, "std": jnp.asarray(std, jnp.float32), "levels": jnp.asarray(lv, jnp.float32)}

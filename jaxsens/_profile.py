@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters.errors import ArgumentError
 from jaxsens import _engine
-from jaxsens._model import apply_rows
 from jaxsens._metrics import Metric, check_targets, get_metric
+from jaxsens._model import apply_rows
 from jaxsens._perturbation import (
     _change_kernel,
     _Spec,
@@ -163,7 +164,7 @@ def improved_stepwise(
     """
     check_model(model, "improved_stepwise")
     if variant not in (1, 2) or isinstance(variant, bool):
-        raise ValueError(
+        raise ArgumentError(
             f"variant must be 1 (error against targets) or 2 (change of the output), got {variant!r}"
         )
     X = check_rows(model, X)
@@ -175,7 +176,7 @@ def improved_stepwise(
     common = dict(input_mean=means, feature_names=names, output_names=outputs, variant=variant)
     if variant == 2:
         if y is not None:
-            raise ValueError(
+            raise ArgumentError(
                 "improved_stepwise(variant=2) compares outputs and takes no y; use variant=1 with y"
             )
         task = _Task(model, arrays, _Spec(_fixed_variants))
@@ -197,7 +198,7 @@ def improved_stepwise(
             **common,
         )
     if y is None:
-        raise ValueError(
+        raise ArgumentError(
             "improved_stepwise(variant=1) needs targets y; use variant=2 to compare outputs only"
         )
     metric = get_metric(metric)
@@ -408,7 +409,7 @@ def lek_profile(
     check_model(model, "lek_profile")
     X = check_rows(model, X)
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 2:
-        raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
+        raise ArgumentError(f"steps must be an integer >= 2, got {steps!r}")
     n_features = X.shape[-1]
     flat = X.reshape(-1, n_features).astype(np.float64)
     grid = np.linspace(flat.min(axis=0), flat.max(axis=0), int(steps), axis=1)  # [F, steps]
@@ -419,7 +420,7 @@ def lek_profile(
             or not isinstance(n_clusters, int | np.integer)
             or not 1 <= n_clusters <= len(X)
         ):
-            raise ValueError(
+            raise ArgumentError(
                 f"n_clusters must be an integer in [1, {len(X)}] (rows of X), got {n_clusters!r}"
             )
         centres, sizes = _kmeans_settings(X.reshape(len(X), -1).astype(np.float64), int(n_clusters), key)
@@ -428,7 +429,7 @@ def lek_profile(
     else:
         q = np.asarray(quantiles, np.float64).reshape(-1)
         if q.size == 0 or np.any((q < 0) | (q > 1)) or not np.all(np.isfinite(q)):
-            raise ValueError(f"quantiles must be numbers in [0, 1], got {quantiles!r}")
+            raise ArgumentError(f"quantiles must be numbers in [0, 1], got {quantiles!r}")
         settings = np.quantile(X.astype(np.float64), q, axis=0)
         names = tuple(f"q={v:g}" for v in q)
     n_settings = settings.shape[0]
@@ -438,7 +439,7 @@ def lek_profile(
         per_point = _engine.model_bytes_per_sample(model, "apply", lambda x: model.apply(model.params, x), example)
         batch_size = _engine.choose_batch_size(per_point, n_rows=total, devices=jax.local_devices()[:1])
     elif isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     settings_d = jnp.asarray(settings, jnp.float32)
     grid_d = jnp.asarray(grid, jnp.float32)
     index = np.arange(-(-total // batch_size) * batch_size, dtype=np.int32)

@@ -18,11 +18,13 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from converters.errors import ArgumentError, DataError, DataFileNotFoundError, MissingExtraError
+from jaxsens._io import atomic_write
 
 __all__ = [
     "JacobianImportance",
@@ -95,7 +97,7 @@ def _decode(v: Any) -> Any:
             return float(v["__float__"])
         if "__dict__" in v:
             return {_decode(k): _decode(x) for k, x in v["__dict__"]}
-        raise ValueError(f"unknown JSON object {sorted(v)} in a result file")
+        raise DataError(f"unknown JSON object {sorted(v)} in a result file")
     if isinstance(v, list):
         return tuple(_decode(x) for x in v)
     return v
@@ -109,19 +111,7 @@ def save_result(result, path: str | os.PathLike) -> None:
     fields = {f.name: _encode(getattr(result, f.name)) for f in dataclasses.fields(result)}
     doc = {"format": _FORMAT, "version": _VERSION, "kind": kind, "fields": fields}
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text)  # temporary file in the same folder + os.replace, mode 0o666 minus the umask
 
 
 def load_result(path: str | os.PathLike):
@@ -135,23 +125,37 @@ def load_result(path: str | os.PathLike):
         >>> load_result(p).mean_abs.tolist()
         [[1.0, 1.0]]
     """
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise DataFileNotFoundError(f"result file {os.fspath(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{os.fspath(path)!r} is a folder, not a result file") from None
+    except PermissionError:
+        raise DataError(f"result file {os.fspath(path)!r}: permission denied") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{os.fspath(path)!r} is not a jaxsens result file (not valid JSON: {e})") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} is not a jaxsens result file")
-    if doc.get("version", 0) > _VERSION:
-        raise ValueError(
+        raise DataError(f"{os.fspath(path)!r} is not a jaxsens result file")
+    if not isinstance(doc.get("version", 0), int) or doc.get("version", 0) > _VERSION:
+        raise DataError(
             f"{os.fspath(path)!r} was written by a newer jaxsens (format version {doc['version']})"
         )
     kind = doc.get("kind")
     if kind not in _KINDS:
-        raise ValueError(
+        raise DataError(
             f"{os.fspath(path)!r} holds an unknown result kind {kind!r}; known: {sorted(_KINDS)}"
         )
     cls = _KINDS[kind]
     known = {f.name for f in dataclasses.fields(cls)}
-    fields = {k: _decode(v) for k, v in doc["fields"].items() if k in known}
-    return cls(**fields)
+    try:
+        fields = {k: _decode(v) for k, v in doc["fields"].items() if k in known}
+        return cls(**fields)
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"{os.fspath(path)!r} is a damaged {kind} result file: {type(e).__name__}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------- tables
@@ -177,7 +181,7 @@ def frame(columns: dict[str, Any]):
     try:
         import pandas as pd
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("to_frame() needs pandas: pip install 'jaxsens[data]'") from e
+        raise MissingExtraError("to_frame() needs pandas: pip install 'jaxsens[data]'") from e
     return pd.DataFrame(columns)
 
 
@@ -185,11 +189,11 @@ def output_index(output, output_names: Sequence[str]) -> int:
     """Index of ``output`` (an index, negative allowed, or a name) among ``output_names``."""
     if isinstance(output, str):
         if output not in output_names:
-            raise KeyError(f"unknown output {output!r}; outputs: {list(output_names)}")
+            raise ArgumentError(f"unknown output {output!r}; outputs: {list(output_names)}")
         return list(output_names).index(output)
     i = int(output)
     if not -len(output_names) <= i < len(output_names):
-        raise IndexError(f"output index {i} is out of range for {len(output_names)} outputs")
+        raise ArgumentError(f"output index {i} is out of range for {len(output_names)} outputs")
     return i % len(output_names)
 
 
@@ -203,7 +207,7 @@ def pyplot():
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover
-        raise ImportError("plot() needs matplotlib: pip install 'jaxsens[plot]'") from e
+        raise MissingExtraError("plot() needs matplotlib: pip install 'jaxsens[plot]'") from e
     return plt
 
 
@@ -250,7 +254,12 @@ def finish_figure(fig, path):
     """Tight layout, save to ``path`` when given, return the figure."""
     fig.tight_layout()
     if path is not None:
-        fig.savefig(os.fspath(path), dpi=120)
+        import io
+
+        buf = io.BytesIO()
+        fmt = os.path.splitext(os.fspath(path))[1][1:].lower() or None  # as savefig(path) infers it
+        fig.savefig(buf, format=fmt, dpi=120)
+        atomic_write(path, buf.getvalue())
     return fig
 
 
@@ -333,7 +342,7 @@ class JacobianImportance:
             return self
         agg = self.time_aggregate
         if agg is None:
-            raise ValueError("this result has no time aggregate (it was built without one)")
+            raise ArgumentError("this result has no time aggregate (it was built without one)")
         return dataclasses.replace(
             self,
             mean_abs=agg["mean_abs"],

@@ -37,6 +37,7 @@ __all__ = [
     "correlation",
     "merge",
     "moments_of",
+    "scale_std",
     "std",
     "to_host",
     "total_of",
@@ -193,6 +194,41 @@ def variance(m: Moments, *, ddof: int = 1) -> np.ndarray:
 def std(m: Moments, *, ddof: int = 1) -> np.ndarray:
     """Standard deviation ``sqrt(m2 / (count - ddof))``."""
     return np.sqrt(variance(m, ddof=ddof))
+
+
+def scale_std(m: Moments, names: Sequence[str], *, option: str = "scale='std'") -> np.ndarray:
+    """Per-feature standard deviation (ddof = 1) to scale sensitivities by, refusing the cases where it is
+    meaningless: fewer than 2 rows (no standard deviation: NaN) or a constant feature (std 0, so its scaled
+    importance would be 0 whatever the model does).
+
+    Args:
+        m: moments of the inputs, per feature.
+        names: the feature names, for the message.
+        option: the option being applied, for the message.
+
+    Raises:
+        DataError: naming the row count, or the constant feature(s).
+    """
+    from converters.errors import DataError
+
+    n = int(m.count)
+    what = f"{option} multiplies each sensitivity by its input's standard deviation"
+    if n < 2:
+        raise DataError(
+            f"{what}, which needs at least 2 rows; the data has {n} usable row(s). Pass more rows, or scale=None"
+        )
+    s = std(m)
+    constant = np.flatnonzero(~(s > 0))
+    if constant.size:
+        shown = ", ".join(
+            f"{names[j]!r} (column {j})" if j < len(names) else f"column {j}" for j in constant[:10]
+        )
+        more = f" and {constant.size - 10} more" if constant.size > 10 else ""
+        raise DataError(
+            f"{what}; feature {shown}{more} is constant over the {n} rows (std 0), so its scaled importance "
+            "would be 0 whatever the model does. Drop the constant feature(s), or pass scale=None"
+        )
+    return s
 
 
 def correlation(c: CoMoments) -> np.ndarray:

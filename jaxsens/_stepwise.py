@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from converters.errors import ArgumentError, DataError
 from jaxsens._dense import DenseStack, activation_fn, dense_layers
 from jaxsens._results import _finish_figure, _pyplot, frame, register_result, save_result
 
@@ -274,11 +275,11 @@ def stepwise(
     """
     key = _typed_key(key)
     if direction not in ("forward", "backward"):
-        raise ValueError(f"direction={direction!r}; use 'forward' or 'backward'")
+        raise ArgumentError(f"direction={direction!r}; use 'forward' or 'backward'")
     if not isinstance(epochs, int | np.integer) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}; give a positive integer")
+        raise ArgumentError(f"epochs={epochs!r}; give a positive integer")
     if not learning_rate > 0:
-        raise ValueError(f"learning_rate={learning_rate!r}; give a positive step size")
+        raise ArgumentError(f"learning_rate={learning_rate!r}; give a positive step size")
     layers = dense_layers(model, method="stepwise")
     activations = tuple((l.activation, tuple(l.attrs)) for l in layers)
     sizes = (int(layers[0].W.shape[0]),) + tuple(int(l.W.shape[1]) for l in layers)
@@ -293,10 +294,10 @@ def stepwise(
     n = X.shape[0]
     batch_size = n if batch_size is None else int(batch_size)
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}; give a positive size or None for full batch")
+        raise ArgumentError(f"batch_size={batch_size}; give a positive size or None for full batch")
     n_steps = n_features if max_steps is None else int(max_steps)
     if not 1 <= n_steps <= n_features:
-        raise ValueError(f"max_steps={max_steps}; give 1..{n_features} (n_features)")
+        raise ArgumentError(f"max_steps={max_steps}; give 1..{n_features} (n_features)")
     settings = {
         "activations": activations,
         "loss": loss,
@@ -349,15 +350,15 @@ def stepwise(
 
 def _typed_key(key) -> jax.Array:
     if key is None:
-        raise ValueError("stepwise() needs key=jax.random.key(seed) (explicit randomness; no global seed)")
+        raise ArgumentError("stepwise() needs key=jax.random.key(seed) (explicit randomness; no global seed)")
     key = key if isinstance(key, jax.Array) else jnp.asarray(key)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         try:
             key = jax.random.wrap_key_data(key)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"key must be a JAX PRNG key (jax.random.key(0)), got {key!r}") from e
+            raise ArgumentError(f"key must be a JAX PRNG key (jax.random.key(0)), got {key!r}") from e
     if key.shape != ():
-        raise ValueError(f"key must be a single PRNG key, got an array of {key.shape} keys")
+        raise ArgumentError(f"key must be a single PRNG key, got an array of {key.shape} keys")
     return key
 
 
@@ -369,35 +370,35 @@ def _resolve_loss(loss: str, last: str) -> str:
         return loss
     if loss == "cross_entropy":
         if not classifier:
-            raise ValueError(
+            raise ArgumentError(
                 f"loss='cross_entropy' needs a softmax or sigmoid output layer, the model's is {last!r}; "
                 "use loss='mse'"
             )
         return loss
-    raise ValueError(f"loss={loss!r}; use 'auto', 'mse' or 'cross_entropy'")
+    raise ArgumentError(f"loss={loss!r}; use 'auto', 'mse' or 'cross_entropy'")
 
 
 def _check_xy(X, y, n_features: int, n_outputs: int, x_name: str, y_name: str):
     X = np.asarray(X, np.float32)
     y = np.asarray(y)
     if X.ndim != 2 or X.shape[1] != n_features:
-        raise ValueError(f"{x_name} has shape {X.shape}; the model expects [n_samples, {n_features}]")
+        raise DataError(f"{x_name} has shape {X.shape}; the model expects [n_samples, {n_features}]")
     if y.shape[0] != X.shape[0]:
-        raise ValueError(f"{y_name} has {y.shape[0]} rows but {x_name} has {X.shape[0]}")
+        raise DataError(f"{y_name} has {y.shape[0]} rows but {x_name} has {X.shape[0]}")
     if y.ndim == 1 and n_outputs == 1:
         y = y[:, None]
     elif y.ndim == 1:
         if not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
-            raise ValueError(
+            raise DataError(
                 f"{y_name} is 1-D but the model has {n_outputs} outputs; give integer class labels "
                 f"0..{n_outputs - 1} or an [n_samples, {n_outputs}] array"
             )
         labels = y.astype(int)
         if labels.min() < 0 or labels.max() >= n_outputs:
-            raise ValueError(
+            raise DataError(
                 f"{y_name} has labels {labels.min()}..{labels.max()}; expected 0..{n_outputs - 1}"
             )
         y = np.eye(n_outputs, dtype=np.float32)[labels]
     if y.shape[1:] != (n_outputs,):
-        raise ValueError(f"{y_name} has shape {y.shape}; expected [n_samples] or [n_samples, {n_outputs}]")
+        raise DataError(f"{y_name} has shape {y.shape}; expected [n_samples] or [n_samples, {n_outputs}]")
     return jnp.asarray(X), jnp.asarray(y, jnp.float32)

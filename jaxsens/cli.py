@@ -5,6 +5,14 @@
     jaxsens importance MODEL DATA [--method jacobian] [--out DIR] [--batch-size N] [--outputs 0,1]
     jaxsens info                              # devices and supported ONNX ops
     jaxsens bench [--n 200000]                # Jacobian throughput of this machine vs hand-written JAX
+    jaxsens --version
+
+Exit status: 0 success; 2 a user error: a bad model, data file, argument or option (any ``JaxsensError``,
+including a missing optional package, or a command-line usage error), reported as one line
+``jaxsens: error: ...`` on stderr (``--debug`` adds the traceback); 130 interrupted (Ctrl-C), one line; 1 an
+internal error: any other exception is a bug in jaxsens and is printed with its traceback and a request to report
+it. Outputs are checked (``--out`` a writable folder, locked against a second concurrent run) before anything is
+loaded or computed, and written atomically with the user's umask.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
 __all__ = ["main"]
 
@@ -26,6 +35,21 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="allow Keras Lambda layers / custom objects (they run arbitrary code; only for files you trust)",
     )
     p.add_argument("--output", help="which ONNX output to explain (name or index); default the first float output")
+    p.add_argument(
+        "--input-shape",
+        type=_shape_arg,
+        help="shape of one sample, e.g. 10,3, for a model whose file leaves non-batch input axes unknown",
+    )
+
+
+def _shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; give positive integers like 10,3")
+    return dims
 
 
 def _load(args):
@@ -34,29 +58,27 @@ def _load(args):
     output = args.output
     if output is not None and output.isdigit():
         output = int(output)
-    return jaxsens.load_model(args.model, weights=args.weights, safe=not args.unsafe, output=output)
+    return jaxsens.load_model(
+        args.model, weights=args.weights, safe=not args.unsafe, output=output,
+        input_shape=getattr(args, "input_shape", None),
+    )
 
 
 def _cmd_convert(args) -> int:
     from converters.onnx_to_jax.graph import load_onnx_proto
+    from jaxsens._io import atomic_write, check_output_file
 
+    check_output_file(args.out, option="-o/--out")  # before the (possibly long) conversion
     if args.model.lower().endswith(".onnx"):
         proto, _ = load_onnx_proto(args.model)
     else:
         from converters.keras import keras_file_to_onnx
 
         proto = keras_file_to_onnx(args.model, weights=args.weights, safe=not args.unsafe)
-    _atomic_write_bytes(args.out, proto.SerializeToString())
+    atomic_write(args.out, proto.SerializeToString())
     model = _load(argparse.Namespace(**{**vars(args), "model": args.out, "weights": None}))
     print(f"wrote {args.out}: inputs {model.input_shape} -> outputs {model.output_shape}, {len(model.layer_names)} layers")
     return 0
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _cmd_info(args) -> int:
@@ -76,8 +98,32 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxsens", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+class _UsageError(Exception):
+    """A command-line usage error found by argparse (reported like a JaxsensError: one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error raises instead of printing the usage and exiting, so ``main`` reports it."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxsens")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from jaxsens import __version__
+
+        return __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxsens", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"jaxsens {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a model to ONNX once, so later runs need no TensorFlow")
@@ -97,17 +143,61 @@ def main(argv: list[str] | None = None) -> int:
     from jaxsens import _cli_importance
 
     _cli_importance.add_parsers(sub, _add_model_args, _load)
+    for p in sub.choices.values():  # `jaxsens importance ... --debug` works too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    return parser
 
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return text or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``jaxsens`` command; returns the exit status (see the module docstring).
+
+    ``argv=None`` means the process is the command (``sys.argv``): an interrupt then ends it at once, with status
+    130. Called with a list, ``main`` returns every status, 130 included.
+    """
+    from converters.errors import JaxsensError
+
+    program = argv is None  # the console script / python -m jaxsens.cli, not a call from Python code
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # known before parsing, so usage errors honour it too
     try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as e:  # --help, --version
+            return e.code if isinstance(e.code, int) else 0
+        debug = args.debug
+        start = time.perf_counter()
         code = args.fn(args)
-    except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
-        print(f"jaxsens {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("JAXSENS_TIMING"):
+            print(f"[{time.perf_counter() - start:.2f} s]", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("jaxsens: interrupted", file=sys.stderr)
+        if program:
+            # XLA's threads may still be compiling or running the interrupted chunk, and tearing the interpreter
+            # down under them can crash (SIGSEGV): end the process here. Outputs are complete or absent (atomic
+            # writes) and the --out lock was released on the way out.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        return 130
+    except (JaxsensError, _UsageError) as e:
+        if debug:
+            traceback.print_exc()
+        print(f"jaxsens: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    if os.environ.get("JAXSENS_TIMING"):
-        print(f"[{time.perf_counter() - start:.2f} s]", file=sys.stderr)
-    return code
+    except Exception as e:  # noqa: BLE001 - anything else is a bug: say so, with the traceback
+        traceback.print_exc()
+        print(f"jaxsens: internal error: {type(e).__name__}: {_one_line(e)}\n"
+              "This is a bug in jaxsens; please report it with the command line and the traceback above.",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import jaxsens
-from converters.errors import ConversionError, ModelFileError, UnsafeModelError, UnsupportedOpError
+from converters.errors import (
+    ConversionError,
+    ModelFileError,
+    ModelFileNotFoundError,
+    UnsafeModelError,
+    UnsupportedOpError,
+)
 from converters.onnx_to_jax import register_op, supported_ops
 from jaxsens import examples
 
@@ -81,13 +87,20 @@ def test_two_versions_of_one_architecture_share_compiled_code():
 
 def test_side_branch_with_unsupported_op_is_pruned():
     # a label branch (e.g. scikit-learn's ArgMax -> ZipMap) the explained output does not need
-    extra = [helper.make_node("ZipMap", ["y"], ["labels"], name="zipmap", domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])]
-    proto = _mlp(extra_nodes=extra, extra_outputs=[helper.make_tensor_value_info("labels", TensorProto.FLOAT, None)])
-    proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
+    extra = [
+        helper.make_node("ZipMap", ["y"], ["labels"], name="zipmap", domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2]),
+        helper.make_node("FancyLabel", ["y"], ["fancy"], name="fancy", domain="com.example"),
+    ]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("labels", "fancy")]
+    proto = _mlp(extra_nodes=extra, extra_outputs=outs)
+    proto.opset_import.extend([helper.make_opsetid("ai.onnx.ml", 1), helper.make_opsetid("com.example", 1)])
     model = jaxsens.Model.from_onnx(proto, output="y")
     assert model.output_shape == (3,)
-    with pytest.raises(UnsupportedOpError, match=r"ai.onnx.ml:ZipMap.*node 'zipmap'.*Supported ops: .*MatMul"):
-        jaxsens.Model.from_onnx(proto, output="labels")
+    xs = np.random.default_rng(3).normal(size=(4, 4)).astype(np.float32)
+    # a ZipMap output is explained as the probabilities that feed it (the same numbers)
+    np.testing.assert_array_equal(jaxsens.Model.from_onnx(proto, output="labels")(xs), model(xs))
+    with pytest.raises(UnsupportedOpError, match=r"com.example:FancyLabel.*node 'fancy'.*Supported ops: .*MatMul"):
+        jaxsens.Model.from_onnx(proto, output="fancy")
 
 
 def test_unknown_op_on_the_path_names_op_node_and_supported_list():
@@ -127,7 +140,7 @@ def test_corrupt_and_truncated_files_name_the_file(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ModelFileError, match="empty"):
         jaxsens.load_model(empty)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelFileNotFoundError, match="missing.onnx"):
         jaxsens.load_model(tmp_path / "missing.onnx")
 
 

@@ -3,9 +3,10 @@
 Each model is tiny, gets seeded random weights (BatchNormalization with non-trivial moving statistics) and is
 converted once per session. Oracles, all independent of the converter:
 
-* Keras' own ``predict`` on the original model (``model(xs)`` within 1e-5, float32);
+* Keras' own ``predict`` on the original model (``model(xs)`` within the float32 bound of tests/_tol.py for the
+  architecture's chain of roundings, :data:`CHAIN`);
 * TensorFlow ``GradientTape.batch_jacobian`` on the original model (``jax.jacrev`` through the converted
-  function, within 1e-4);
+  function, the same bound for a chain traced forward and back);
 * onnxruntime on the converted ONNX (the converter alone, whatever the JAX op registry supports);
 * per-layer Keras sub-models ``keras.Model(inputs, layer.output)`` for ``Model.intermediates``;
 * a numpy forward pass for a hand-written Keras 2.2.4 structure + weights pair of the seed-000 shape.
@@ -34,6 +35,7 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 import tf_keras
+from _tol import assert_f32_close
 
 import jaxsens
 from converters.errors import MissingExtraError, ModelFileError, UnsafeModelError
@@ -166,6 +168,29 @@ ARCHS = {
 }
 ARCH_CASES = [pytest.param(f, a, id=f"{f}-{a}") for f in FLAVORS for a in ARCHS]
 
+# float32 roundings along one output of each architecture: fan-ins of the sums, normalisations, activations and,
+# for recurrent layers, every step (5 here); the tolerances of tests/_tol.py scale with them
+CHAIN = {
+    "activations": 6 + 4 + 10 * 4 + 1,  # Dense(4) + activation per branch, Dense(3) over the 40 concatenated
+    "mlp": (6 + 2) + 4 + (8 + 2) + (5 + 5),  # Dense + relu, BatchNorm, Dense + tanh, Dense + softmax
+    "layernorm": (6 + 1) + (8 + 8 + 4) + (8 + 1),  # LayerNorm: mean, variance, normalise, scale and shift
+    "merge": 2 + (12 + 2),
+    "conv1d": (9 + 2) + (8 + 1) + (9 + 1),  # kernel 3 x 3 channels, kernel 2 x 4, Dense over 3 x 3
+    "conv2d": (18 + 2) + (16 + 1) + 5 + 5 + (3 + 1),  # 3x3x2, 2x2x4, average pools, Dense
+    "embedding": 15 + 1,
+    "simple_rnn": 5 * (3 + 4 + 2) + (4 + 1),
+    "lstm": 5 * (3 + 4 + 8) + 5 * (4 + 3 + 8) + (3 + 1),  # gates: fan-ins, sigmoid / tanh, cell update
+    "gru": 5 * (3 + 4 + 9) + (4 + 1),
+    "bilstm": 5 * (3 + 3 + 8) + (6 + 1),
+}
+
+
+def assert_matches(got, want, n_chain: int, *, jacobian: bool = False, err_msg: str = ""):
+    """Two float32 implementations of one network (each ``n_chain`` roundings along an output; a Jacobian
+    retraces the chain backwards) agree to the float32 bound, at the scale of the compared values."""
+    n_terms = 2 * n_chain * (2 if jacobian else 1)
+    assert_f32_close(got, want, n_terms=n_terms, err_msg=err_msg)
+
 
 def _seed_weights(model, seed: int) -> None:
     """Random weights; BatchNormalization gets non-trivial moving statistics and scales."""
@@ -264,7 +289,7 @@ def test_converted_onnx_matches_keras_on_onnxruntime(flavor, arch):
     session = ort.InferenceSession(proto.SerializeToString())
     feeds = {i.name: x for i, x in zip(session.get_inputs(), xs)}
     got = session.run([proto.graph.output[0].name], feeds)[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert_matches(got, want, CHAIN[arch])
 
 
 @pytest.mark.parametrize(("flavor", "arch"), ARCH_CASES)
@@ -275,10 +300,10 @@ def test_model_predict_matches_keras(flavor, arch):
     model = _jaxsens_model(flavor, arch)
     got = model(_arg(xs))
     assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert_matches(got, want, CHAIN[arch])
     assert model.batched == (model.n_inputs == 1)
     per_sample = jax.vmap(model.apply, in_axes=(None, 0))(model.params, _arg(xs))
-    np.testing.assert_allclose(got, per_sample, rtol=1e-5, atol=1e-6)
+    assert_matches(got, per_sample, CHAIN[arch])
 
 
 @pytest.mark.parametrize(
@@ -289,7 +314,7 @@ def test_jacobian_matches_tensorflow(flavor, arch):
     model = _jaxsens_model(flavor, arch)
     for got, want in zip(_jax_batch_jacobians(model, xs), _tf_batch_jacobians(keras_model, xs), strict=True):
         assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        assert_matches(got, want, CHAIN[arch], jacobian=True)
 
 
 @pytest.mark.parametrize(
@@ -306,8 +331,11 @@ def test_jacobian_importance_matches_tensorflow(flavor, arch, mode):
     (tf_jac,) = _tf_batch_jacobians(keras_model, xs)
     tf_jac = tf_jac.reshape(tf_jac.shape[0], model.n_outputs, *model.input_shape)
     result = jaxsens.jacobian_importance(model, xs[0], mode=mode)
-    np.testing.assert_allclose(result.mean_abs, np.abs(tf_jac).mean(0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(result.mean, tf_jac.mean(0), rtol=1e-4, atol=1e-5)
+    # per-row Jacobians as above, then float32 means over the 4 rows: terms of the size of |J|
+    n_terms = 2 * 2 * CHAIN[arch] + N_SAMPLES
+    size = np.abs(tf_jac).max()
+    assert_f32_close(result.mean_abs, np.abs(tf_jac).mean(0), n_terms=n_terms, magnitude=size)
+    assert_f32_close(result.mean, tf_jac.mean(0), n_terms=n_terms, magnitude=size)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -316,8 +344,8 @@ def test_several_inputs_as_tuple_or_dict(flavor):
     model = _jaxsens_model(flavor, "merge")
     assert model.input_names == ("a", "b")
     assert model.input_shape == ((4,), (4,))
-    np.testing.assert_allclose(model({"b": xs[1], "a": xs[0]}), want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model((xs[0], xs[1])), want, rtol=1e-5, atol=1e-5)
+    assert_matches(model({"b": xs[1], "a": xs[0]}), want, CHAIN["merge"])
+    assert_matches(model((xs[0], xs[1])), want, CHAIN["merge"])
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -333,7 +361,7 @@ def test_intermediates_are_keras_layer_outputs(flavor):
     assert sorted(got) == sorted(keras_names)
     for layer in keras_model.layers:
         want = K.Model(keras_model.inputs, layer.output).predict(xs[0], verbose=0)
-        np.testing.assert_allclose(got[layer.name], want, rtol=1e-5, atol=1e-5, err_msg=layer.name)
+        assert_matches(got[layer.name], want, CHAIN["mlp"], err_msg=layer.name)  # at most the whole chain
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -345,7 +373,7 @@ def test_intermediates_of_each_activation_branch(flavor):
     got = model.intermediates(xs[0], names)
     for name in names:
         want = K.Model(keras_model.inputs, keras_model.get_layer(name).output).predict(xs[0], verbose=0)
-        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5, err_msg=name)
+        assert_matches(got[name], want, 6 + 4, err_msg=name)  # fan-in 6, bias, activation (up to 3 ops)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -360,9 +388,10 @@ def test_nested_model_and_shared_layer_are_named(flavor):
     model = jaxsens.Model.from_keras(keras_model)
     assert model.layer_names == ("shared", "inner", "out")
     xs = np.random.default_rng(4).normal(size=(N_SAMPLES, 4)).astype(np.float32)
-    np.testing.assert_allclose(model(xs), keras_model.predict(xs, verbose=0), rtol=1e-5, atol=1e-5)
+    chain = 3 * (4 + 2) + (3 + 1)  # shared twice and inner: fan-in 4, bias, activation; out: fan-in 3, bias
+    assert_matches(model(xs), keras_model.predict(xs, verbose=0), chain)
     want = K.Model(x, inner(shared(shared(x)))).predict(xs, verbose=0)
-    np.testing.assert_allclose(model.intermediates(xs, ["inner"])["inner"], want, rtol=1e-5, atol=1e-5)
+    assert_matches(model.intermediates(xs, ["inner"])["inner"], want, chain)
 
 
 def test_metadata_source_and_dynamic_batch():
@@ -452,7 +481,7 @@ def test_load_model_from_file_matches_keras(saved_files, flavor, arch, fmt):
     path, weights = saved_files(flavor, arch, fmt)
     _, _, xs, want = _converted(flavor, arch)
     model = jaxsens.load_model(path, weights=weights)
-    np.testing.assert_allclose(model(_arg(xs)), want, rtol=1e-5, atol=1e-5)
+    assert_matches(model(_arg(xs)), want, CHAIN[arch])
     assert model.source == path
 
 
@@ -475,7 +504,7 @@ def test_h5_without_keras_version_still_loads(saved_files, session_tmp):
     with h5py.File(anonymous, "a") as f:
         del f.attrs["keras_version"]
     _, _, xs, want = _converted("tf_keras", "gru")
-    np.testing.assert_allclose(jaxsens.load_model(str(anonymous))(xs[0]), want, rtol=1e-5, atol=1e-5)
+    assert_matches(jaxsens.load_model(str(anonymous))(xs[0]), want, CHAIN["gru"])
 
 
 def test_savedmodel_inputs_keep_their_names(saved_files):
@@ -502,9 +531,10 @@ def test_keras2_lstm_hard_sigmoid_legacy_pair(session_tmp):
         str(stem.parent / "x_structure.json"), weights=str(stem.parent / "x_weights.h5")
     )
     got = model(xs[0])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    chain = 7 * (3 + 5 + 8) + (5 + 1 + 3)  # 7 steps of LSTM(5), Dense(2) + softmax
+    assert_matches(got, want, chain)
     (jac,) = _jax_batch_jacobians(model, xs)
-    np.testing.assert_allclose(jac, _tf_batch_jacobians(old, xs)[0], rtol=1e-4, atol=1e-4)
+    assert_matches(jac, _tf_batch_jacobians(old, xs)[0], chain, jacobian=True)
 
     # The test can tell the semantics apart: Keras 3's hard_sigmoid (x / 6 + 0.5) predicts differently.
     new = keras.Sequential(
@@ -575,18 +605,24 @@ def test_seed000_keras224_pair_matches_numpy_forward_pass(session_tmp):
     structure, weights, params = _keras224_pair(pathlib.Path(session_tmp), rng)
     xs = rng.normal(size=(16, 82)).astype(np.float32)
     h = xs.astype(np.float64)
+    terms = np.abs(h)  # the same pass with |x|, |W|, |b|: the size of the terms each float32 sum adds up
     for k, (w, b) in enumerate(params):
         h = h @ w + b
+        terms = terms @ np.abs(w) + np.abs(b)
         h = np.maximum(h, 0.0) if k < len(params) - 1 else np.exp(h - h.max(1, keepdims=True))
     want = h / h.sum(1, keepdims=True)
+    # float32 dot products of 82 + 3 x 500 terms: the probabilistic bound (the worst case, linear in 1,582, says
+    # little); softmax changes by at most half its logits' error
+    n_chain, size = 82 + 3 * 500 + 3 * 2 + 5, 0.5 * terms.max()
 
     model = jaxsens.load_model(structure, weights=weights)
     assert model.input_shape == (82,) and model.output_shape == (2,)
     assert model.layer_names == ("dense_1", "dense_2", "dense_3", "dense_4")
-    np.testing.assert_allclose(model(xs), want, rtol=1e-5, atol=1e-5)
+    assert_f32_close(model(xs), want, n_terms=n_chain, magnitude=size, probabilistic=True)
     keras2 = tf_keras.models.model_from_json(pathlib.Path(structure).read_text())
     keras2.load_weights(weights)
-    np.testing.assert_allclose(model(xs), keras2.predict(xs, verbose=0), rtol=1e-5, atol=1e-5)
+    assert_f32_close(model(xs), keras2.predict(xs, verbose=0), n_terms=2 * n_chain, magnitude=size,
+                     probabilistic=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -611,7 +647,7 @@ def test_lambda_layer_file_is_refused_unless_safe_false(session_tmp, flavor, fmt
         jaxsens.load_model(path, weights=weights)
     xs = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
     model = jaxsens.load_model(path, weights=weights, safe=False)
-    np.testing.assert_allclose(model(xs), keras_model.predict(xs, verbose=0), rtol=1e-5, atol=1e-5)
+    assert_matches(model(xs), keras_model.predict(xs, verbose=0), 2 + 4 + 1)  # x * 2 + 1, Dense(2)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -621,7 +657,7 @@ def test_in_memory_lambda_is_refused_unless_safe_false(flavor):
         jaxsens.Model.from_keras(keras_model)
     xs = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
     model = jaxsens.Model.from_keras(keras_model, safe=False)
-    np.testing.assert_allclose(model(xs), keras_model.predict(xs, verbose=0), rtol=1e-5, atol=1e-5)
+    assert_matches(model(xs), keras_model.predict(xs, verbose=0), 2 + 4 + 1)  # x * 2 + 1, Dense(2)
 
 
 class _UnregisteredDense(keras.layers.Dense):

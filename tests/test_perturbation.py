@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _tol import assert_f32_close, f32_tol
 
 import jaxsens
-from jaxsens._metrics import Metric, accuracy, log_loss, mae, mse
 from jaxsens import (
     improved_stepwise,
     input_perturbation,
@@ -26,9 +26,11 @@ from jaxsens import (
     perturbation_importance,
     sklearn_permutations,
 )
+from jaxsens._metrics import Metric, accuracy, log_loss, mae, mse
 from jaxsens._results import load_result
 
 KEY = jax.random.key(0)
+MLP_CHAIN = 4 + 6 + 2  # float32 roundings along one row of the test MLP: fan-ins 4 and 6, bias and tanh
 
 
 # --------------------------------------------------------------------------------------------------- fixtures
@@ -96,12 +98,25 @@ METHODS = {
 }
 
 
+def _term_size(method, model, X, y, value):
+    """Size of the per-row terms a method averages: a float32 sum's rounding error scales with it (tests/_tol.py)."""
+    f = np.asarray(model(X), np.float64)
+    if method in ("perturbation", "lek_profile"):  # output values and their changes
+        return np.abs(f).max()
+    if method == "improved_stepwise_2":  # squared output changes, |change| <= 2 max |f|
+        return (2 * np.abs(f).max()) ** 2
+    # error increases: the difference of two mean squared errors, the baseline and the baseline + the increase
+    return 2 * np.mean((np.asarray(y, np.float64) - f) ** 2, axis=0).max() + np.abs(value)
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_batch_size_never_changes_the_result(method, mlp):
     model, X, y, _ = mlp
     fn = METHODS[method]
-    # 203 rows: 29 chunks of 7, or one padded chunk of 256 (the default); per-row keys fold_in(key, row_index)
-    np.testing.assert_allclose(fn(model, X, y, None), fn(model, X, y, 7), rtol=2e-5, atol=1e-7)
+    # 203 rows: 29 chunks of 7, or one padded chunk (the default); per-row keys fold_in(key, row_index), so only
+    # float32 rounding differs: each side sums at most 203 rows in a chunk, after MLP_CHAIN roundings per row
+    a, b = fn(model, X, y, None), fn(model, X, y, 7)
+    assert_f32_close(b, a, n_terms=2 * (len(X) + MLP_CHAIN), magnitude=_term_size(method, model, X, y, a))
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -116,9 +131,8 @@ def test_an_ignored_input_gets_exactly_zero(method, mlp, seq):
 
 def _onnx_mlp_ignoring_last_input():
     """A converted graph (runs whole batches, ``model.batched``): 4 -> tanh(8) -> 2, input 3 has zero weights."""
-    from onnx import helper, numpy_helper
-
     from _onnx_graphs import single_input_model
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(5)
     w1 = rng.normal(size=(4, 8)).astype(np.float32)
@@ -151,7 +165,9 @@ def test_batched_graphs_keep_exact_zeros_and_equal_the_per_sample_path(method):
     out = np.asarray(METHODS[method](model, X, y, None))
     assert np.all(out[3] == 0) and np.all(np.abs(out[:3]) > 0), out
     per_sample = np.asarray(METHODS[method](dataclasses.replace(model, batched=False), X, y, None))
-    np.testing.assert_allclose(out, per_sample, rtol=1e-5, atol=1e-7)
+    chain = 4 + 8 + 2  # fan-ins 4 and 8, bias and tanh
+    assert_f32_close(out, per_sample, n_terms=2 * (len(X) + chain),
+                     magnitude=_term_size(method, model, X, y, per_sample))
 
 
 def test_four_devices_give_the_single_device_result(tmp_path):
@@ -178,8 +194,11 @@ def test_four_devices_give_the_single_device_result(tmp_path):
     X = np.random.default_rng(6).normal(size=(301, 4)).astype(np.float32)
     one = perturbation_importance(_onnx_mlp_ignoring_last_input(), X, key=KEY, n_draws=3, batch_size=64)
     assert four.n_samples == one.n_samples == 301
-    np.testing.assert_allclose(four.effect_per_output, one.effect_per_output, rtol=1e-6)
-    np.testing.assert_allclose(four.mean_change, one.mean_change, rtol=1e-5, atol=1e-9)
+    # same noise per row; float32 sums of at most 64 rows per chunk (16 per device with 4), merged in float64
+    outputs = np.abs(np.asarray(_onnx_mlp_ignoring_last_input()(X), np.float64)).max()
+    n_terms = 2 * (64 + 4 + 8 + 2)
+    assert_f32_close(four.effect_per_output, one.effect_per_output, n_terms=n_terms, magnitude=outputs)
+    assert_f32_close(four.mean_change, one.mean_change, n_terms=n_terms, magnitude=outputs)
     assert np.all(four.effect[3] == 0)
 
 
@@ -213,11 +232,12 @@ def test_perturbation_effect_closed_form_and_seed_measure():
     per = perturbation_importance(_linear(w), X, scale=[0.0, 0.2, 0.4], features=["x1", 2], key=KEY)
     assert per.feature_names == ("x1", "x2") and per.feature_index.tolist() == [1, 2]
     np.testing.assert_allclose(per.effect, [0.2, 0.2], rtol=0.06)
-    # the noise of a feature does not depend on which other features are selected
-    np.testing.assert_allclose(
+    # the noise of a feature does not depend on which other features are selected: the same terms, summed over at
+    # most 4000 rows in float32 on each side (x @ w: 3 products)
+    assert_f32_close(
         per.effect[0],
         perturbation_importance(_linear(w), X, scale=0.2, features=[1], key=KEY).effect[0],
-        rtol=1e-6,
+        n_terms=2 * (len(X) + 3),
     )
 
 
@@ -245,8 +265,11 @@ def test_input_perturbation_closed_form(mlp):
     expected = (np.outer(std * w, levels)) ** 2
     np.testing.assert_allclose(r.error_increase, expected, rtol=0.07, atol=1e-9)
     ratio = r.error_increase[:2] / np.square(levels)
-    np.testing.assert_allclose(ratio, ratio[:, :1].repeat(3, 1), rtol=1e-4)
-    assert r.baseline_error < 1e-10 and [n for n, _, _ in r.ranking()][:2] == ["x0", "x1"]
+    # one draw shared by the levels: the same squared terms, scaled; float32 means of 3000 rows (+ x @ w and noise)
+    assert_f32_close(ratio, ratio[:, :1].repeat(3, 1), n_terms=2 * (len(X) + 3 + 2))
+    # y = X @ w in float64; the model sees X rounded to float32 and sums 3 products in float32
+    assert r.baseline_error <= f32_tol(np.abs(X) @ np.abs(w), 3 + 1).max() ** 2
+    assert [n for n, _, _ in r.ranking()][:2] == ["x0", "x1"]
 
 
 def test_improved_stepwise_matches_float64_numpy(mlp):
@@ -258,10 +281,13 @@ def test_improved_stepwise_matches_float64_numpy(mlp):
     out2 = np.array([np.mean((_mlp_numpy(params, f) - base) ** 2, axis=0) for f in fixed])
     r1 = improved_stepwise(model, X, y, variant=1)
     r2 = improved_stepwise(model, X, variant=2)
-    np.testing.assert_allclose(r1.importance, mse1, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(r1.baseline_error, np.mean((y64 - base) ** 2), rtol=1e-5)
-    np.testing.assert_allclose(r2.per_output, out2, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(r2.importance, out2.mean(1), rtol=1e-4, atol=1e-7)
+    n_terms = len(X) + MLP_CHAIN  # a float32 mean over the rows of a float32 network's outputs
+    base_mse = np.mean((y64 - base) ** 2)
+    assert_f32_close(r1.importance, mse1, n_terms=n_terms, magnitude=2 * base_mse + np.abs(mse1))
+    assert_f32_close(r1.baseline_error, base_mse, n_terms=n_terms, magnitude=base_mse)
+    squared_changes = (2 * np.abs(base).max()) ** 2
+    assert_f32_close(r2.per_output, out2, n_terms=n_terms, magnitude=squared_changes)
+    assert_f32_close(r2.importance, out2.mean(1), n_terms=n_terms, magnitude=squared_changes)
     np.testing.assert_allclose(r2.relative.sum(), 100.0)
     assert r1.stderr.shape == (4,) and np.isnan(r2.baseline_error)
 
@@ -275,8 +301,10 @@ def test_lek_profile_closed_form_quantiles_and_clusters():
     np.testing.assert_allclose(r.grid[:, [0, -1]], np.stack([X.min(0), X.max(0)], 1))
     # linear model: each curve is w_j * grid + sum_{i != j} w_i * setting_i; its range is |w_j| * (max - min)
     expect = r.grid[0] * w[0] + (r.settings[:, 1:] @ w[1:])[:, None]
-    np.testing.assert_allclose(r.curves[0, :, :, 0], expect, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(r.importance, np.abs(w) * (X.max(0) - X.min(0)), rtol=1e-5, atol=1e-6)
+    size = np.abs(w) @ np.abs(X).max(0)  # of the 3 products summed in float32 (inputs rounded to float32: +1)
+    assert_f32_close(r.curves[0, :, :, 0], expect, n_terms=3 + 1, magnitude=size)
+    # a range: the difference of two curve values
+    assert_f32_close(r.importance, np.abs(w) * (X.max(0) - X.min(0)), n_terms=2 * (3 + 1), magnitude=size)
     k = lek_profile(_linear(w), X, steps=5, n_clusters=3, key=KEY)
     from sklearn.cluster import KMeans
 
@@ -295,7 +323,9 @@ def test_lek_profile_jax_kmeans_fallback():
     groups = [rng.normal(size=(50, 2)) * 0.1 + c for c in ([0, 0], [5, 5], [0, 5])]
     centres, sizes = _lloyd(np.concatenate(groups), 3, jax.random.key(1))
     code = lambda c: c[..., 0] + 10 * c[..., 1]  # noqa: E731 - orders the centres
-    np.testing.assert_allclose(np.sort(code(centres)), np.sort([code(g.mean(0)) for g in groups]), atol=1e-5)
+    # float32 means of 50 points each, against float64
+    assert_f32_close(np.sort(code(centres)), np.sort([code(g.mean(0)) for g in groups]), n_terms=50 + 2,
+                     magnitude=11 * np.abs(np.concatenate(groups)).max())
     assert sorted(sizes.tolist()) == [50, 50, 50]
 
 
@@ -305,7 +335,8 @@ def test_lek_profile_sequence_input(seq):
     assert r.curves.shape == (3, 1, 4, 5)
     x = np.median(X, axis=0)  # the swept feature takes each grid value at every time step
     x[:, 1] = r.grid[1, 2]
-    np.testing.assert_allclose(r.curves[1, 0, 2], np.asarray(model(x[None].astype(np.float32)))[0], rtol=1e-5)
+    # the same float32 network on the same point; the sweep may vectorise it differently (2 products, tanh, scale)
+    assert_f32_close(r.curves[1, 0, 2], np.asarray(model(x[None].astype(np.float32)))[0], n_terms=2 * (2 + 3))
 
 
 # ----------------------------------------------------------------------------------------------- scikit-learn
@@ -349,14 +380,18 @@ def test_permutation_equals_sklearn(sk_models, kind, metric, scoring):
     sk = sk_permutation_importance(est, X, y, scoring=scoring, n_repeats=4, random_state=11)
     perms = sklearn_permutations(len(X), X.shape[1], 4, 11)
     r = permutation_importance(model, X, y, metric=metric, permutations=perms, batch_size=50)
-    np.testing.assert_allclose(r.importances, sk.importances, atol=2e-5)
-    np.testing.assert_allclose(r.importances_mean, sk.importances_mean, atol=2e-5)
-    np.testing.assert_allclose(r.importances_std, sk.importances_std, atol=2e-5)
-    # the shared-per-feature form [n_repeats, n_samples] is the same thing
-    np.testing.assert_allclose(
+    # each importance is the difference of two scores, float32 means over 240 rows of a float32 network (fan-ins 5
+    # and 8, 2 activations), on both sides; their terms are of the size of the scores
+    n_terms, size = 2 * (len(X) + 5 + 8 + 2), 2 * abs(r.baseline_score) + np.abs(sk.importances)
+    assert_f32_close(r.importances, sk.importances, n_terms=n_terms, magnitude=size)
+    assert_f32_close(r.importances_mean, sk.importances_mean, n_terms=n_terms, magnitude=size.max(1))
+    assert_f32_close(r.importances_std, sk.importances_std, n_terms=n_terms, magnitude=size.max(1))
+    # the shared-per-feature form [n_repeats, n_samples] is the same thing (other chunks: other rounding)
+    assert_f32_close(
         permutation_importance(model, X, y, metric=metric, permutations=perms[0]).importances,
         r.importances,
-        atol=1e-7,
+        n_terms=n_terms,
+        magnitude=size,
     )
 
 
@@ -374,14 +409,20 @@ def test_permutation_callable_score_equals_sklearn_r2(sk_models):
         metric=Metric("r2", r2_score, greater_is_better=True),
         permutations=sklearn_permutations(len(X), 5, 3, 4),
     )
-    np.testing.assert_allclose(r.importances, sk.importances, atol=2e-5)
-    np.testing.assert_allclose(r.baseline_score, r2_score(y, est.predict(X)), atol=1e-5)
-    # a plain callable is a loss: importance = its increase (same numbers as the built-in mse)
+    n_terms = 2 * (len(X) + 5 + 8 + 2)  # as in test_permutation_equals_sklearn
+    # R^2 = 1 - SSE / SST: terms of the size of 1 + |R^2|
+    assert_f32_close(r.importances, sk.importances, n_terms=n_terms,
+                     magnitude=2 * (1 + abs(r.baseline_score)) + np.abs(sk.importances))
+    assert_f32_close(r.baseline_score, r2_score(y, est.predict(X)), n_terms=n_terms,
+                     magnitude=1 + abs(r.baseline_score))
+    # a plain callable is a loss: importance = its increase (same numbers as the built-in mse, which sums in
+    # float32 where the callable gets float32 predictions and sums in float64)
     from sklearn.metrics import mean_squared_error
 
     a = permutation_importance(model, X, y, metric=mean_squared_error, key=KEY, n_repeats=2)
     b = permutation_importance(model, X, y, metric="mse", key=KEY, n_repeats=2)
-    np.testing.assert_allclose(a.importances, b.importances, rtol=1e-4, atol=1e-6)
+    assert_f32_close(a.importances, b.importances, n_terms=n_terms,
+                     magnitude=2 * b.baseline_score + np.abs(b.importances))
 
 
 def test_metrics_match_sklearn():
@@ -389,27 +430,29 @@ def test_metrics_match_sklearn():
 
     rng = np.random.default_rng(0)
     yt, yp = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
-    np.testing.assert_allclose(mse(yt, yp), skm.mean_squared_error(yt, yp), rtol=1e-6)
-    np.testing.assert_allclose(mae(yt, yp), skm.mean_absolute_error(yt, yp), rtol=1e-6)
+    # float32 means of 150 nonnegative terms (inputs rounded to float32, a difference and a square: +3)
+    np.testing.assert_allclose(mse(yt, yp), skm.mean_squared_error(yt, yp), rtol=f32_tol(1, yt.size + 3))
+    np.testing.assert_allclose(mae(yt, yp), skm.mean_absolute_error(yt, yp), rtol=f32_tol(1, yt.size + 3))
     probs = rng.dirichlet(np.ones(4), size=50).astype(np.float32)
     labels = rng.integers(0, 4, size=50)
     np.testing.assert_allclose(accuracy(labels, probs), skm.accuracy_score(labels, probs.argmax(1)))
-    np.testing.assert_allclose(
-        log_loss(labels, probs), skm.log_loss(labels, probs, labels=range(4)), rtol=1e-5
+    np.testing.assert_allclose(  # 50 terms -log p, each a few roundings
+        log_loss(labels, probs), skm.log_loss(labels, probs, labels=range(4)), rtol=f32_tol(1, 50 + 3)
     )
     p1 = rng.uniform(size=(50, 1)).astype(np.float32)
     b = rng.integers(0, 2, size=(50, 1))
-    np.testing.assert_allclose(log_loss(b, p1), skm.log_loss(b[:, 0], p1[:, 0]), rtol=1e-5)
+    np.testing.assert_allclose(log_loss(b, p1), skm.log_loss(b[:, 0], p1[:, 0]), rtol=f32_tol(1, 50 + 3))
     np.testing.assert_allclose(accuracy(b, p1), skm.accuracy_score(b[:, 0], p1[:, 0] > 0.5))
     pk = rng.uniform(size=(50, 6)).astype(
         np.float32
     )  # per-element binary labels (seed 001: one per time step)
     bk = rng.integers(0, 2, size=(50, 6))
-    np.testing.assert_allclose(accuracy(bk, pk), np.mean((pk > 0.5) == bk), rtol=1e-6)
-    np.testing.assert_allclose(log_loss(bk, pk), skm.log_loss(bk.reshape(-1), pk.reshape(-1)), rtol=1e-5)
+    np.testing.assert_allclose(accuracy(bk, pk), np.mean((pk > 0.5) == bk), rtol=f32_tol(1, 1))  # count / n
+    np.testing.assert_allclose(log_loss(bk, pk), skm.log_loss(bk.reshape(-1), pk.reshape(-1)),
+                               rtol=f32_tol(1, bk.size + 3))
     mask = np.arange(50) < 20
-    np.testing.assert_allclose(
-        jax.jit(mse)(yt, yp, mask), skm.mean_squared_error(yt[:20], yp[:20]), rtol=1e-6
+    np.testing.assert_allclose(  # the masked rows are selected away (jnp.where), not summed
+        jax.jit(mse)(yt, yp, mask), skm.mean_squared_error(yt[:20], yp[:20]), rtol=f32_tol(1, yt.size + 3)
     )
 
 
@@ -506,7 +549,10 @@ def test_seed001_lstm_variables_1_and_2_dominate():
 
     model = jaxsens.Model.from_keras(net)
     sample = rng.random((1000, 10, 3)).astype(np.float32)
-    np.testing.assert_allclose(model(sample), net.predict(sample, verbose=0), atol=1e-5)
+    # two float32 LSTM stacks, 10 steps; per step the gates sum fan-ins 3 + 10, 10 + 5 and 5 + 1, plus ~6
+    # activations and products per layer; outputs are sigmoids (size 1)
+    assert_f32_close(model(sample), net.predict(sample, verbose=0), n_terms=2 * 10 * (13 + 15 + 6 + 3 * 6),
+                     magnitude=1.0)
     r = perturbation_importance(model, sample, scale=0.2, key=jax.random.key(2019))
     e = r.effect
     assert e[0] > 5 * e[2] and e[1] > 5 * e[2], e

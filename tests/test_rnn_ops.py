@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import onnx
 import pytest
+from _tol import assert_f32_close
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -24,6 +25,9 @@ from jaxsens import Model
 ort = pytest.importorskip("onnxruntime")
 
 T, N, I, H = 5, 3, 4, 6  # time steps, batch, input size, hidden size
+# float32 roundings along one output of a recurrent layer (tests/_tol.py): per step the gates sum I + H products,
+# add two biases and go through up to ~8 activations, products and the state update
+RNN_CHAIN = T * (I + H + 2 + 8)
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 FLOAT = TensorProto.FLOAT
 
@@ -240,7 +244,7 @@ def test_recurrent_matches_onnxruntime(case, path, monkeypatch):
     got = _run(proto, feeds, outputs)
     for name, g, e in zip(outputs, got, expected):
         assert g.shape == e.shape, name
-        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5, err_msg=name)
+        assert_f32_close(g, e, n_terms=2 * RNN_CHAIN, err_msg=name)
     plain = not (set(attrs) - {"linear_before_reset"}) or attrs.get("activations") == [
         "HardSigmoid",
         "Tanh",
@@ -250,11 +254,11 @@ def test_recurrent_matches_onnxruntime(case, path, monkeypatch):
         # The reference evaluator ignores activations, clip and sequence_lens; it runs layout 1 itself.
         reference = ReferenceEvaluator(proto).run(outputs, feeds)
         for name, g, e in zip(outputs, got, reference):
-            np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5, err_msg=f"{name} vs ReferenceEvaluator")
+            assert_f32_close(g, e, n_terms=2 * RNN_CHAIN, err_msg=f"{name} vs ReferenceEvaluator")
     if layout == 1 and not (h0 or c0 or seq is not None):
         # Per sample (the batch axis added by vmap) under jit, as jaxsens runs models.
         model = Model.from_onnx(proto)
-        np.testing.assert_allclose(model(feeds["X"]), expected[0], atol=1e-5, rtol=1e-5)
+        assert_f32_close(model(feeds["X"]), expected[0], n_terms=2 * RNN_CHAIN)
 
 
 def test_hard_sigmoid_is_keras2():
@@ -327,7 +331,8 @@ def test_torch_rnn_two_layers_bidirectional(kind):
     model = Model.from_onnx(proto)
     with torch.no_grad():
         expected = head(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model(x), expected, atol=1e-5, rtol=1e-5)
+    chain = 7 * (3 + 4 + 10) + 7 * (8 + 4 + 10)  # 7 steps of layer 1 (fan-ins 3 + 4), layer 2 (8 + 4)
+    assert_f32_close(model(x), expected, n_terms=2 * chain)
 
 
 def test_torch_lstm_jacobian_matches_torch_float64():
@@ -350,7 +355,8 @@ def test_torch_lstm_jacobian_matches_torch_float64():
         ]
     )
     assert jac.shape == expected.shape == (3, 6, 8, 6, 3)
-    np.testing.assert_allclose(np.asarray(jac), expected, atol=1e-4)
+    chain = 6 * (3 + 4 + 10) + 6 * (8 + 4 + 10)  # 6 steps of both layers; jacrev retraces them backwards
+    assert_f32_close(np.asarray(jac), expected, n_terms=2 * chain)
 
 
 # ---------------------------------------------------------------------------------------------------- Loop
@@ -377,9 +383,10 @@ def test_loop_cumulative_sum_fixed_trip_count():
     x = np.random.default_rng(0).normal(size=(T, I)).astype(np.float32)
     total, sums = _run(proto, {"X": x}, ["total", "sums"])
     ort_total, ort_sums = ort.InferenceSession(proto.SerializeToString()).run(["total", "sums"], {"X": x})
-    np.testing.assert_allclose(sums, np.cumsum(x, axis=0), atol=1e-5)
-    np.testing.assert_allclose(sums, ort_sums, atol=1e-5)
-    np.testing.assert_allclose(total, ort_total, atol=1e-5)
+    size = np.cumsum(np.abs(x), axis=0)  # running sums of T terms
+    assert_f32_close(sums, np.cumsum(x, axis=0), n_terms=T, magnitude=size)
+    assert_f32_close(sums, ort_sums, n_terms=2 * T, magnitude=size)
+    assert_f32_close(total, ort_total, n_terms=2 * T, magnitude=size[-1])
 
 
 INT64_MAX = int(np.iinfo(np.int64).max)
@@ -445,8 +452,9 @@ def test_loop_counter_condition_gives_static_trip_count(m_value):
     expected = ort.InferenceSession(proto.SerializeToString()).run(["hs", "h_fin", "t_fin"], {"X": x})
     assert got[0].shape == expected[0].shape == (min(T, m_value), 1, H)
     assert int(got[2]) == min(T, m_value)
-    for g, e in zip(got, expected):
-        np.testing.assert_allclose(g, e, atol=1e-5)
+    for g, e in zip(got[:2], expected[:2]):  # h_t = tanh(x_t W + h U): I + H products, tanh, per step
+        assert_f32_close(g, e, n_terms=2 * T * (I + H + 2))
+    assert int(expected[2]) == min(T, m_value)
 
 
 def test_loop_rnn_per_sample_jacobian_forward_equals_reverse():
@@ -454,11 +462,12 @@ def test_loop_rnn_per_sample_jacobian_forward_equals_reverse():
     model = Model.from_onnx(proto)
     xs = np.random.default_rng(5).normal(size=(2, T, I)).astype(np.float32)
     expected = [ReferenceEvaluator(proto).run(["h_fin"], {"X": x[None]})[0][0] for x in xs]
-    np.testing.assert_allclose(model(xs), np.stack(expected), atol=1e-5)
+    chain = T * (I + H + 2)
+    assert_f32_close(model(xs), np.stack(expected), n_terms=2 * chain)
     rev = jax.jit(jax.jacrev(model.apply, argnums=1))(model.params, jnp.asarray(xs[0]))
     fwd = jax.jit(jax.jacfwd(model.apply, argnums=1))(model.params, jnp.asarray(xs[0]))
     assert rev.shape == (H, T, I)
-    np.testing.assert_allclose(rev, fwd, atol=1e-6)
+    assert_f32_close(rev, fwd, n_terms=2 * 2 * chain)  # each retraces the chain in its own order
 
 
 def _doubling_loop(with_trip_count: bool, with_scan_output: bool = False):
@@ -508,16 +517,16 @@ def test_loop_data_dependent_condition(with_trip_count):
     xs = np.array([[0.5, 0.5, 0.25, 0.25], [4.0, 4.0, 4.0, 4.0], [1.0, 1.0, 0.5, 0.25]], np.float32)
     max_iter = 3 if with_trip_count else 1000
     expected = np.stack([_doubling_closed_form(x, max_iter)[0] for x in xs])
-    np.testing.assert_allclose(model(xs), expected, rtol=1e-6)
+    np.testing.assert_array_equal(model(xs), expected)  # doubling is exact
     reference = ReferenceEvaluator(_doubling_loop(with_trip_count))
     for x, e in zip(xs, expected):
-        np.testing.assert_allclose(reference.run(None, {"X": x[None]})[0][0], e, rtol=1e-6)
+        np.testing.assert_array_equal(reference.run(None, {"X": x[None]})[0][0], e)
     if with_trip_count:  # the masked scan is reverse-differentiable: d h / d x = 2^k I
         jac = jax.jit(jax.vmap(jax.jacrev(model.apply, argnums=1), in_axes=(None, 0)))(
             model.params, jnp.asarray(xs)
         )
         scales = [_doubling_closed_form(x, max_iter)[1] for x in xs]
-        np.testing.assert_allclose(jac, np.stack([s * np.eye(I) for s in scales]), rtol=1e-6)
+        np.testing.assert_array_equal(jac, np.stack([s * np.eye(I) for s in scales]))  # powers of two: exact
 
 
 def test_loop_data_dependent_condition_with_scan_outputs_is_refused():
@@ -597,9 +606,11 @@ def test_scan_axes_and_directions_match_onnxruntime():
     feeds = {"X": rng.normal(size=(I, T)).astype(np.float32), "Y": rng.normal(size=(T, I)).astype(np.float32)}
     got = _run(proto, feeds, outputs)
     expected = ort.InferenceSession(proto.SerializeToString()).run(outputs, feeds)
+    # running sums of T terms (and the start 0.5), then one product with y
+    size = (0.5 + np.abs(feeds["X"]).sum()) * max(1.0, np.abs(feeds["Y"]).max())
     for name, g, e in zip(outputs, got, expected):
         assert g.shape == e.shape, name
-        np.testing.assert_allclose(g, e, atol=1e-5, err_msg=name)
+        assert_f32_close(g, e, n_terms=2 * (T + 1), magnitude=size, err_msg=name)
 
 
 def test_scan_opset8_batched_form_matches_onnxruntime():
@@ -625,8 +636,9 @@ def test_scan_opset8_batched_form_matches_onnxruntime():
     }
     got = _run(proto, feeds, ["acc_fin", "sums"])
     expected = ort.InferenceSession(proto.SerializeToString()).run(["acc_fin", "sums"], feeds)
+    size = np.abs(feeds["acc0"]).max() + np.abs(feeds["X"]).sum(1).max()  # running sums of T terms
     for g, e in zip(got, expected):
-        np.testing.assert_allclose(g, e, atol=1e-5)
+        assert_f32_close(g, e, n_terms=2 * T, magnitude=size)
 
 
 def test_scan_rnn_cell_with_outer_weights():
@@ -663,16 +675,17 @@ def test_scan_rnn_cell_with_outer_weights():
     session = ort.InferenceSession(proto.SerializeToString())
     got = _run(proto, {"X": xs[:1]}, ["hs", "h_fin"])
     expected = session.run(["hs", "h_fin"], {"X": xs[:1]})
+    chain = T * (I + H + 2)  # h_t = tanh(x_t W + h U): I + H products, tanh, per step
     for g, e in zip(got, expected):
-        np.testing.assert_allclose(g, e, atol=1e-5)
+        assert_f32_close(g, e, n_terms=2 * chain)
     model = Model.from_onnx(proto)  # per sample: hs [T, H]
-    np.testing.assert_allclose(
-        model(xs), np.concatenate([session.run(["hs"], {"X": x[None]})[0] for x in xs]), atol=1e-5
+    assert_f32_close(
+        model(xs), np.concatenate([session.run(["hs"], {"X": x[None]})[0] for x in xs]), n_terms=2 * chain
     )
     rev = jax.jit(jax.jacrev(model.apply, argnums=1))(model.params, jnp.asarray(xs[0]))
     fwd = jax.jit(jax.jacfwd(model.apply, argnums=1))(model.params, jnp.asarray(xs[0]))
     assert rev.shape == (T, H, T, I)
-    np.testing.assert_allclose(rev, fwd, atol=1e-6)
+    assert_f32_close(rev, fwd, n_terms=2 * 2 * chain)
     assert np.all(np.asarray(rev)[0, :, 1:] == 0)  # causal: step 0 does not see later inputs
 
 
@@ -706,7 +719,7 @@ def test_if_static_condition_picks_a_branch(flag):
     (got,) = _run(proto, {"X": x}, ["y"])
     (expected,) = ReferenceEvaluator(proto).run(None, {"X": x})
     assert got.shape == expected.shape == ((2, I) if flag else (1, 1))
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_array_equal(got, expected)  # doubling, or a sum of small integers: exact
 
 
 def test_if_data_dependent_condition():
@@ -719,8 +732,8 @@ def test_if_data_dependent_condition():
     xs = np.array([[1.0, 2.0, -0.5, 0.0], [-1.0, -2.0, 0.5, 0.0]], np.float32)
     reference = ReferenceEvaluator(proto)
     expected = np.concatenate([reference.run(None, {"X": x[None]})[0] for x in xs])
-    np.testing.assert_allclose(model(xs), expected, rtol=1e-6)
-    np.testing.assert_allclose(model(xs), [2 * xs[0], -xs[1]], rtol=1e-6)
+    np.testing.assert_array_equal(model(xs), expected)  # doubling and negation: exact
+    np.testing.assert_array_equal(model(xs), [2 * xs[0], -xs[1]])
     jac = jax.jit(jax.vmap(jax.jacrev(model.apply, argnums=1), in_axes=(None, 0)))(
         model.params, jnp.asarray(xs)
     )

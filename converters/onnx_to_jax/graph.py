@@ -9,13 +9,22 @@ valued results at trace time, so the compiled program contains only the data pat
 
 Two ``OnnxFunction`` objects of the same architecture (same nodes, attributes, static constants and weight shapes)
 compare and hash equal, so two weekly versions of one model share every compiled kernel.
+
+Untrusted files: :func:`load_onnx_proto` reads external data only from inside the model's folder (every tensor ONNX
+allows to be external: initializers, tensor attributes such as a ``Constant``'s ``value``, sparse tensors, in every
+sub-graph), and checks each tensor's declared dims against its data and the byte budget before anything is decoded.
+The graph's structure is checked before it is interpreted: nodes in topological order, no cycle, one producer per
+tensor, every input produced by a node, an initializer or a graph input. Each problem is a
+:class:`~converters.errors.ConversionError` subclass naming the tensor or node.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,10 +32,18 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converters.errors import ConversionError, ModelFileError, UnsafeModelError, UnsupportedOpError
-from converters.onnx_to_jax.registry import OpContext, get_op, supported_ops
+from converters.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ConversionError,
+    ModelFileError,
+    ModelFileNotFoundError,
+    UnsafeModelError,
+    UnsupportedOpError,
+)
+from converters.onnx_to_jax.registry import OpContext, default_opset, get_op, max_tensor_bytes, supported_ops
 
-__all__ = ["OnnxFunction", "load_onnx_proto", "LAYER_NAMES_KEY"]
+__all__ = ["LAYER_NAMES_KEY", "OnnxFunction", "check_model_path", "check_tensors", "load_onnx_proto"]
 
 # metadata_props key under which our Keras converter stores the Keras layer names (JSON list).
 LAYER_NAMES_KEY = "jaxsens.layer_names"
@@ -37,33 +54,369 @@ OUTPUT_NAMES_KEY = "jaxsens.output_names"
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
-def load_onnx_proto(source, *, base_dir: str | None = None) -> tuple[onnx.ModelProto, str | None]:
-    """Read an ONNX model from a path, bytes or a ``ModelProto``; external data is read only from inside its folder.
+def check_model_path(path: str, what: str = "model file", *, folder_ok: bool = False) -> os.stat_result:
+    """``os.stat(path)`` with errors that name the file: missing, permission denied, a folder, not a regular file,
+    empty. Raises :class:`ModelFileNotFoundError` / :class:`ModelFileError`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ModelFileNotFoundError(f"{what} {path!r} does not exist") from None
+    except PermissionError:
+        raise ModelFileError(_permission_denied(path, what)) from None
+    except (OSError, ValueError) as e:  # ENOTDIR, ELOOP, ENAMETOOLONG, a NUL byte in the name
+        raise ModelFileError(f"{what} {path!r} cannot be read: {e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        if folder_ok:
+            return st
+        raise ModelFileError(
+            f"{path!r} is a folder, not a model file; pass the model file inside it (e.g. model.onnx, "
+            f"model.keras) or, for TensorFlow, a SavedModel folder holding saved_model.pb"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"{what} {path!r} is not a regular file (a pipe or a device?); pass a model file")
+    if st.st_size == 0:
+        raise ModelFileError(f"{what} {path!r} is empty")
+    try:  # readable by this user? (os.access answers for the real uid and is always True for root)
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise ModelFileError(_permission_denied(path, what)) from None
+    except OSError as e:
+        raise ModelFileError(f"{what} {path!r} cannot be read: {e}") from None
+    return st
 
-    Returns ``(model_proto, base_dir)``.
+
+def _permission_denied(path: str, what: str) -> str:
+    return (
+        f"{what} {path!r}: permission denied (this user may not read the file or enter one of its folders); "
+        f"check its permissions"
+    )
+
+
+def load_onnx_proto(source, *, base_dir: str | os.PathLike | None = None) -> tuple[onnx.ModelProto, str | None]:
+    """Read an ONNX model from a path, bytes or a ``ModelProto``, checking every tensor before it is decoded.
+
+    External data (initializers, ``Constant`` values and other tensor attributes, sparse tensors, in the main graph
+    and in every sub-graph) is read only from inside the model's folder: the file's own folder, or ``base_dir`` for
+    bytes / a ``ModelProto`` (without one, such a model is refused). Every tensor's declared dims are checked
+    against its data and the byte budget (:func:`~converters.onnx_to_jax.registry.max_tensor_bytes`) first.
+
+    Returns ``(model_proto, base_dir)``; a given ``ModelProto`` is copied, not changed, when external data is read.
+
+    Raises:
+        ModelFileNotFoundError: the path does not exist.
+        ModelFileError: unreadable, empty, truncated or corrupt file, a folder, bad or missing external data, a
+            tensor whose dims disagree with its data or exceed the budget (the message names the tensor).
+        UnsafeModelError: external data outside the model's folder, at an absolute path, or without a folder.
     """
     if isinstance(source, onnx.ModelProto):
         proto = source
     elif isinstance(source, bytes | bytearray):
-        try:
-            proto = onnx.load_model_from_string(bytes(source))
-        except Exception as e:
-            raise ModelFileError(f"the given bytes are not a valid ONNX model: {e}") from e
-    else:
+        proto = _parse(bytes(source), "the given bytes are not a valid ONNX model")
+    elif isinstance(source, str | os.PathLike):
         path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise ModelFileError(f"ONNX file {path!r} does not exist")
-        if os.path.getsize(path) == 0:
-            raise ModelFileError(f"ONNX file {path!r} is empty")
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if base_dir is not None:
+            raise ArgumentError(
+                f"base_dir={os.fspath(base_dir)!r} is only for a model given as bytes or a ModelProto; the "
+                f"external data of {path!r} is always read from that file's own folder"
+            )
+        check_model_path(path, "ONNX file")
         try:
-            proto = onnx.load(path, load_external_data=False)
-        except Exception as e:
-            raise ModelFileError(f"ONNX file {path!r} is truncated or corrupt: {type(e).__name__}: {e}") from e
+            with open(path, "rb") as f:
+                data = f.read()
+        except PermissionError:
+            raise ModelFileError(_permission_denied(path, "ONNX file")) from None
+        except OSError as e:
+            raise ModelFileError(f"ONNX file {path!r} cannot be read: {e}") from None
+        proto = _parse(data, f"ONNX file {path!r} is truncated or corrupt")
         base_dir = os.path.dirname(os.path.abspath(path))
+    else:
+        raise ArgumentTypeError(
+            f"an ONNX model is a path, bytes or an onnx.ModelProto, got {type(source).__name__}"
+        )
+    if base_dir is not None:
+        base_dir = os.fspath(base_dir)
+        if not os.path.isdir(base_dir):
+            raise ArgumentError(f"base_dir={base_dir!r} is not a folder (the folder holding the external data)")
     if not proto.graph.node and not proto.graph.output:
         raise ModelFileError("the ONNX model has an empty graph (truncated or corrupt file?)")
-    _load_external_data(proto, base_dir)
+    if proto is source and any(_is_external(t) for t, _ in _model_tensors(proto)):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source)  # resolving external data writes into the tensors: never into the caller's proto
+    check_tensors(proto, base_dir)
     return proto, base_dir
+
+
+def _parse(data: bytes, what: str) -> onnx.ModelProto:
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as e:
+        raise ModelFileError(f"{what}: {type(e).__name__}: {e}") from e
+    bad = _non_utf8_field(proto)
+    if bad:  # protobuf hands such string fields back as bytes: names would not match, JSON would not decode
+        raise ModelFileError(f"{what}: {bad} is not valid UTF-8 text")
+    return proto
+
+
+def _non_utf8_field(message, path: str = "model") -> str | None:
+    """The path of the first string field of ``message`` (recursively) that holds bytes that are not UTF-8."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:  # protobuf < 5
+            repeated = field.label == FieldDescriptor.LABEL_REPEATED
+        items = list(value) if repeated else [value]
+        for k, item in enumerate(items):
+            here = f"{path}.{field.name}" + (f"[{k}]" if repeated else "")
+            if field.type == FieldDescriptor.TYPE_STRING and not isinstance(item, str):
+                return f"{here} ({bytes(item)[:40]!r})"
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                bad = _non_utf8_field(item, here)
+                if bad:
+                    return bad
+    return None
+
+
+# ---------------------------------------------------------------- tensors: dims, data, external data
+# Sub-byte element types: bits per element (packed in raw_data).
+_BITS = {
+    getattr(onnx.TensorProto, name): bits
+    for name, bits in (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2),
+                       ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6))
+    if hasattr(onnx.TensorProto, name)
+}
+_COMPLEX = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
+
+
+def _model_tensors(proto: onnx.ModelProto):
+    """``(tensor, label)`` for every ``TensorProto`` the converter may decode, in every (sub-)graph."""
+    for kind, obj, label in _graph_items(proto.graph, ""):
+        if kind == "tensor":
+            yield obj, label
+        else:
+            yield obj.values, f"{label} (values)"
+            yield obj.indices, f"{label} (indices)"
+
+
+def _graph_items(graph: onnx.GraphProto, where: str):
+    """``("tensor" | "sparse", proto, label)`` for the tensors of ``graph`` and of its sub-graphs, recursively:
+    initializers, sparse initializers, and every tensor / sparse tensor attribute of every node."""
+    for t in graph.initializer:
+        yield "tensor", t, f"initializer {t.name!r}{where}"
+    for sp in graph.sparse_initializer:
+        yield "sparse", sp, f"sparse initializer {sp.values.name!r}{where}"
+    for i, n in enumerate(graph.node):
+        node = f"{n.op_type} node {n.name or f'{n.op_type}_{i}'!r}"
+        for a in n.attribute:
+            label = f"attribute {a.name!r} of {node}{where}"
+            # every field that may hold a tensor, whatever the declared attribute type says
+            if a.HasField("t"):
+                yield "tensor", a.t, label
+            for k, t in enumerate(a.tensors):
+                yield "tensor", t, f"{label} (tensor {k})"
+            if a.HasField("sparse_tensor"):
+                yield "sparse", a.sparse_tensor, label
+            for k, sp in enumerate(a.sparse_tensors):
+                yield "sparse", sp, f"{label} (sparse tensor {k})"
+            inner = f" (in a sub-graph of {node}{where})"
+            if a.HasField("g"):
+                yield from _graph_items(a.g, inner)
+            for g in a.graphs:
+                yield from _graph_items(g, inner)
+
+
+def _is_external(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL
+
+
+def check_tensors(proto: onnx.ModelProto, base_dir: str | None = None) -> None:
+    """Check every tensor of ``proto`` (see :func:`load_onnx_proto`) and read its external data, in place.
+
+    Nothing is decoded: the checks read dims, data types and data lengths, so a tensor declaring ``[10**12]``
+    elements is refused before anything is allocated.
+    """
+    budget = max_tensor_bytes()
+    root = None if base_dir is None else os.path.realpath(base_dir)
+    for kind, obj, label in _graph_items(proto.graph, ""):
+        if kind == "tensor":
+            _check_tensor(obj, label, root, budget)
+        else:
+            _check_sparse(obj, label, root, budget)
+
+
+def _tensor_size(t: onnx.TensorProto, label: str, budget: int) -> tuple[int, int | None]:
+    """``(n_elements, n_bytes of raw data or None for strings)``, refusing unknown types, negative dims and
+    tensors above the byte budget."""
+    try:
+        if t.data_type == onnx.TensorProto.UNDEFINED:
+            raise KeyError(t.data_type)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    except (KeyError, ValueError, TypeError):
+        raise ModelFileError(f"{label} has an unknown data type {t.data_type} (corrupt file?)") from None
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise ModelFileError(f"{label} declares negative dims {dims} (corrupt file?)")
+    n = math.prod(dims)
+    if t.data_type == onnx.TensorProto.STRING:
+        return n, None
+    # decoded size (sub-byte types unpack to one byte per element) against the budget
+    decoded = n * dtype.itemsize
+    if decoded > budget:
+        raise ModelFileError(
+            f"{label} declares dims {dims}: {decoded:,} bytes of {dtype.name}, more than the budget of {budget:,} "
+            f"bytes per tensor (corrupt file? raise JAXSENS_MAX_TENSOR_BYTES if the tensor is real)"
+        )
+    bits = _BITS.get(t.data_type)
+    return n, (n * bits + 7) // 8 if bits else decoded
+
+
+def _check_tensor(t: onnx.TensorProto, label: str, root: str | None, budget: int) -> None:
+    n, nbytes = _tensor_size(t, label, budget)
+    dims = list(t.dims)
+    if t.HasField("segment"):
+        raise ModelFileError(f"{label} is a segment of a larger tensor, which jaxsens does not read")
+    if _is_external(t):
+        if nbytes is None:
+            raise ModelFileError(f"{label} is a string tensor stored as external data, which ONNX does not allow")
+        _read_external(t, label, root, nbytes)
+    if t.HasField("raw_data") or t.data_type in _BITS:
+        if nbytes is not None and t.HasField("raw_data") and len(t.raw_data) != nbytes:
+            raise ModelFileError(
+                f"{label} holds {len(t.raw_data):,} bytes of data, but its dims {dims} declare {nbytes:,} bytes "
+                f"(truncated or corrupt file?)"
+            )
+        return
+    field = helper.tensor_dtype_to_field(t.data_type)
+    count = len(getattr(t, field))
+    expected = 2 * n if t.data_type in _COMPLEX else n
+    if count != expected:
+        raise ModelFileError(
+            f"{label} holds {count:,} values, but its dims {dims} declare {expected:,} (truncated or corrupt file?)"
+        )
+
+
+def _check_sparse(sp: onnx.SparseTensorProto, label: str, root: str | None, budget: int) -> None:
+    dims = list(sp.dims)
+    if any(d < 0 for d in dims):
+        raise ModelFileError(f"{label} declares negative dims {dims} (corrupt file?)")
+    _check_tensor(sp.values, f"{label} (values)", root, budget)
+    _check_tensor(sp.indices, f"{label} (indices)", root, budget)
+    itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(sp.values.data_type)).itemsize
+    size = math.prod(dims)
+    if size * itemsize > budget:
+        raise ModelFileError(
+            f"{label} declares dense dims {dims}: {size * itemsize:,} bytes, more than the budget of {budget:,} "
+            f"bytes per tensor (corrupt file? raise JAXSENS_MAX_TENSOR_BYTES if the tensor is real)"
+        )
+    nnz = math.prod(sp.values.dims) if len(sp.values.dims) == 1 else -1
+    idims = list(sp.indices.dims)
+    if nnz < 0 or idims not in ([nnz], [nnz, len(dims)]):
+        raise ModelFileError(
+            f"{label} has values of shape {list(sp.values.dims)} and indices of shape {idims}; ONNX requires "
+            f"values [NNZ] and indices [NNZ] (linearised) or [NNZ, {len(dims)}]"
+        )
+    indices = to_array(sp.indices, f"{label} (indices)")
+    bounds = np.asarray([size]) if indices.ndim == 1 else np.asarray(dims)
+    if indices.size and (indices.dtype.kind not in "iu" or (indices < 0).any() or (indices >= bounds).any()):
+        raise ModelFileError(f"{label} has indices outside its dims {dims} (corrupt file?)")
+
+
+def _read_external(t: onnx.TensorProto, label: str, root: str | None, nbytes: int) -> None:
+    """Read ``t``'s external data from inside ``root`` into ``raw_data`` (checked: location, offset, length)."""
+    info = {e.key: e.value for e in t.external_data}
+    location = info.get("location", "")
+    if not location:
+        raise ModelFileError(f"{label} is stored as external data without a location (corrupt file?)")
+    if root is None:
+        raise UnsafeModelError(
+            f"{label} is stored in an external file {location!r}, but the model was given as bytes / a "
+            f"ModelProto, so there is no folder to read it from; load the model from its file path, or pass "
+            f"base_dir=<the folder holding {location!r}>"
+        )
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or os.path.splitdrive(location)[0]:
+        raise UnsafeModelError(
+            f"{label} points to external data at the absolute path {location!r}; external data must be inside "
+            f"the model's folder {root!r} (a relative location); refusing to read it"
+        )
+    try:
+        target = os.path.realpath(os.path.join(root, location))
+        inside = os.path.commonpath([root, target]) == root
+    except ValueError:  # a NUL byte, or another drive
+        inside, target = False, location
+    if not inside:
+        raise UnsafeModelError(
+            f"{label} points to external data {location!r}, which resolves to {target!r}, outside the model's "
+            f"folder {root!r}; refusing to read it"
+        )
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        raise ModelFileError(
+            f"{label}: its external data file {location!r} is missing (looked for {target!r})"
+        ) from None
+    except OSError as e:
+        raise ModelFileError(f"{label}: its external data file {location!r} cannot be read: {e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"{label}: its external data {location!r} is not a regular file")
+    size = st.st_size
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else nbytes
+    except ValueError:
+        raise ModelFileError(
+            f"{label}: external data offset {info.get('offset')!r} / length {info.get('length')!r} is not an "
+            f"integer (corrupt file?)"
+        ) from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelFileError(
+            f"{label}: external data {location!r} at offset {offset} with length {length} lies outside that "
+            f"file's {size:,} bytes (truncated or corrupt file?)"
+        )
+    if length != nbytes:
+        raise ModelFileError(
+            f"{label}: external data {location!r} holds {length:,} bytes, but the tensor's dims {list(t.dims)} "
+            f"declare {nbytes:,} bytes (corrupt file?)"
+        )
+    try:
+        with open(target, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+    except PermissionError:
+        raise ModelFileError(_permission_denied(target, f"{label}: external data file")) from None
+    except OSError as e:
+        raise ModelFileError(f"{label}: its external data file {location!r} cannot be read: {e}") from None
+    if len(data) != length:
+        raise ModelFileError(f"{label}: external data {location!r} is shorter than declared (truncated?)")
+    t.raw_data = data
+    del t.external_data[:]
+    t.data_location = onnx.TensorProto.DEFAULT
+
+
+def to_array(t: onnx.TensorProto, label: str) -> np.ndarray:
+    """``numpy_helper.to_array`` that never reads external data and names the tensor when decoding fails."""
+    if _is_external(t):
+        raise UnsafeModelError(
+            f"{label} is stored as external data that was not resolved against the model's folder; load the "
+            f"model with Model.from_onnx / load_onnx_proto (they read it from the model's folder only)"
+        )
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:
+        raise ModelFileError(f"{label} cannot be decoded (corrupt file?): {type(e).__name__}: {e}") from e
+
+
+def _sparse_to_array(sp: onnx.SparseTensorProto, label: str) -> np.ndarray:
+    """Dense value of a sparse tensor already checked by :func:`check_tensors`."""
+    values = to_array(sp.values, f"{label} (values)")
+    indices = to_array(sp.indices, f"{label} (indices)")
+    dims = tuple(sp.dims)
+    dense = np.zeros(math.prod(dims), dtype=values.dtype)
+    flat = indices if indices.ndim == 1 else np.ravel_multi_index(tuple(indices.T), dims)
+    dense[flat] = values
+    return dense.reshape(dims)
 
 
 def _iter_graphs(graph: onnx.GraphProto):
@@ -77,33 +430,89 @@ def _iter_graphs(graph: onnx.GraphProto):
                     yield from _iter_graphs(g)
 
 
-def _load_external_data(proto: onnx.ModelProto, base_dir: str | None) -> None:
-    external = [
-        t
-        for g in _iter_graphs(proto.graph)
-        for t in g.initializer
-        if t.data_location == onnx.TensorProto.EXTERNAL
-    ]
-    if not external:
-        return
-    if base_dir is None:
-        raise UnsafeModelError("the ONNX model references external data; load it from its file path instead")
-    root = os.path.realpath(base_dir)
-    for t in external:
-        info = {e.key: e.value for e in t.external_data}
-        location = info.get("location", "")
-        target = os.path.realpath(os.path.join(root, location))
-        if os.path.isabs(location) or os.path.commonpath([root, target]) != root:
-            raise UnsafeModelError(
-                f"initializer {t.name!r} points to external data {location!r}, which resolves outside the model's "
-                f"folder {root!r}; refusing to read it"
+# ---------------------------------------------------------------- graph structure
+def _node_label(n: onnx.NodeProto, i: int) -> str:
+    return f"{n.op_type} node {n.name or f'{n.op_type}_{i}'!r}"
+
+
+def _check_structure(graph: onnx.GraphProto, outer: frozenset[str] | set[str] = frozenset(), where: str = "",
+                     *, missing: bool = True) -> None:
+    """Refuse a graph whose nodes read a tensor before it is produced (out of order, or a cycle), a tensor
+    produced twice, or (``missing``) a tensor that no node, initializer or graph input produces. Sub-graphs
+    see the names of the enclosing scopes defined before their node."""
+    defined = set(outer) | {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
+    defined |= {sp.values.name for sp in graph.sparse_initializer}
+    _check_unique_names(graph, where)
+    producer: dict[str, int] = {}
+    for i, n in enumerate(graph.node):
+        for o in n.output:
+            if o and o in producer:
+                raise ConversionError(
+                    f"tensor {o!r} is produced by two nodes, {_node_label(graph.node[producer[o]], producer[o])} "
+                    f"and {_node_label(n, i)}{where}; ONNX tensors have one producer (corrupt graph?)"
+                )
+            if o:
+                producer[o] = i
+    for i, n in enumerate(graph.node):
+        for name in n.input:
+            if not name or name in defined:
+                continue
+            j = producer.get(name)
+            if j is None:
+                if missing:
+                    raise ConversionError(
+                        f"{_node_label(n, i)}{where} reads tensor {name!r}, which no node, initializer or graph "
+                        f"input produces (corrupt or incomplete graph?)"
+                    )
+                continue
+            if _depends_on(graph, j, i, producer):
+                raise ConversionError(
+                    f"the graph has a cycle: {_node_label(n, i)}{where} reads tensor {name!r}, produced by "
+                    f"{_node_label(graph.node[j], j)}, which itself depends on {_node_label(n, i)}"
+                )
+            raise ConversionError(
+                f"{_node_label(n, i)}{where} reads tensor {name!r} before {_node_label(graph.node[j], j)} "
+                f"produces it: the nodes are not in topological order, which ONNX requires (re-export the model, "
+                f"or sort its nodes)"
             )
-        if not os.path.isfile(target):
-            raise ModelFileError(f"external data file {location!r} for initializer {t.name!r} is missing")
-    try:
-        onnx.external_data_helper.load_external_data_for_model(proto, root)
-    except Exception as e:
-        raise ModelFileError(f"could not read the ONNX model's external data: {e}") from e
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _check_structure(sub, defined, f" (in a sub-graph of {_node_label(n, i)}{where})", missing=missing)
+        defined.update(o for o in n.output if o)
+
+
+def _check_unique_names(graph: onnx.GraphProto, where: str) -> None:
+    """Graph inputs, and initializers, are each declared once; no node output redefines one of them."""
+    import collections
+
+    inputs = [vi.name for vi in graph.input]
+    stored = [t.name for t in graph.initializer] + [sp.values.name for sp in graph.sparse_initializer]
+    for kind, names in (("graph input", inputs), ("initializer", stored)):
+        twice = [n for n, k in collections.Counter(names).items() if k > 1]
+        if twice:
+            raise ConversionError(f"{kind} {twice[0]!r}{where} is declared {names.count(twice[0])} times (corrupt graph?)")
+    declared = set(inputs) | set(stored)
+    for i, n in enumerate(graph.node):
+        clash = next((o for o in n.output if o in declared), None)
+        if clash:
+            raise ConversionError(
+                f"{_node_label(n, i)}{where} writes tensor {clash!r}, which is already a graph input or initializer "
+                f"(corrupt graph?)"
+            )
+
+
+def _depends_on(graph: onnx.GraphProto, start: int, target: int, producer: dict[str, int]) -> bool:
+    """Whether node ``start`` (transitively) reads an output of node ``target``."""
+    stack, seen = [start], set()
+    while stack:
+        k = stack.pop()
+        if k == target:
+            return True
+        if k in seen:
+            continue
+        seen.add(k)
+        stack.extend(producer[name] for name in graph.node[k].input if name in producer)
+    return False
 
 
 def _subgraph_free_names(graph: onnx.GraphProto) -> set[str]:
@@ -134,23 +543,39 @@ def _pruned(graph: onnx.GraphProto, output: str) -> onnx.GraphProto:
     out.name = graph.name
     out.node.extend(reversed(keep))
     out.initializer.extend(t for t in graph.initializer if t.name in needed)
-    out.input.extend(vi for vi in graph.input if vi.name in needed or vi.name not in {t.name for t in graph.initializer})
+    out.sparse_initializer.extend(sp for sp in graph.sparse_initializer if sp.values.name in needed)
+    stored = {t.name for t in graph.initializer} | {sp.values.name for sp in graph.sparse_initializer}
+    out.input.extend(vi for vi in graph.input if vi.name in needed or vi.name not in stored)
     out.output.extend(vi for vi in graph.output if vi.name == output)
     out.value_info.extend(graph.value_info)
     return out
 
 
-def _decode_attr(attr: onnx.AttributeProto):
-    value = helper.get_attribute_value(attr)
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
+def _decode_attr(attr: onnx.AttributeProto, node: str):
+    label = f"attribute {attr.name!r} of {node}"
+    try:
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if isinstance(value, list) and value and isinstance(value[0], bytes):
+            return [v.decode("utf-8") for v in value]
+    except Exception as e:
+        raise ConversionError(f"{label} cannot be read (corrupt file?): {type(e).__name__}: {e}") from e
     if isinstance(value, onnx.TensorProto):
-        return numpy_helper.to_array(value)
-    if isinstance(value, list) and value and isinstance(value[0], bytes):
-        return [v.decode("utf-8") for v in value]
+        return to_array(value, label)
     if isinstance(value, list) and value and isinstance(value[0], onnx.TensorProto):
-        return [numpy_helper.to_array(v) for v in value]
+        return [to_array(v, f"{label} (tensor {k})") for k, v in enumerate(value)]
     return value
+
+
+def _elem_dtype(vi: onnx.ValueInfoProto) -> np.dtype | None:
+    """The element type of a tensor value, or ``None`` (not a tensor, or an unknown type)."""
+    if not vi.type.HasField("tensor_type"):
+        return None
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _value_shape(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
@@ -165,7 +590,7 @@ def _is_static(v) -> bool:
 
 
 class _Node:
-    __slots__ = ("name", "op_type", "domain", "inputs", "outputs", "attrs", "spec")
+    __slots__ = ("attrs", "domain", "inputs", "name", "op_type", "outputs", "spec")
 
     def __init__(self, node: onnx.NodeProto, index: int):
         self.name = node.name or f"{node.op_type}_{index}"
@@ -173,7 +598,7 @@ class _Node:
         self.domain = node.domain if node.domain not in ("ai.onnx",) else ""
         self.inputs = tuple(node.input)
         self.outputs = tuple(node.output)
-        self.attrs = {a.name: _decode_attr(a) for a in node.attribute}
+        self.attrs = {a.name: _decode_attr(a, f"{self.op_type} node {self.name!r}") for a in node.attribute}
         self.spec = get_op(self.op_type, self.domain)
 
 
@@ -192,27 +617,34 @@ class OnnxFunction:
     """
 
     def __init__(self, proto: onnx.ModelProto, *, output: str | int | None = None):
-        self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+        self.opset = default_opset(proto)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
+        check_tensors(proto)  # dims vs data vs budget; external data must already be resolved (load_onnx_proto)
         graph = proto.graph
         self.graph_name = graph.name
         self.output_names = tuple(vi.name for vi in graph.output)
-        self.output_dtypes = tuple(
-            np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
-            if vi.type.HasField("tensor_type")
-            else np.dtype(object)
-            for vi in graph.output
-        )
+        self.output_dtypes = tuple(_elem_dtype(vi) or np.dtype(object) for vi in graph.output)
         self.output = self._choose_output(output, graph)
+        _check_structure(graph, missing=False)  # order and cycles on the whole graph: pruning relies on the order
         # Keep only the nodes the chosen output depends on: e.g. a scikit-learn classifier's label / ZipMap branch
         # (ai.onnx.ml ops) is dropped when its probabilities are explained.
         graph = _pruned(graph, self.output)
+        _check_structure(graph)
         self._check_supported(graph)
         self.nodes = [_Node(n, i) for i, n in enumerate(graph.node)]
         self._check_attributes()
+        produced = {o for n in graph.node for o in n.output} | {vi.name for vi in graph.input}
+        produced |= {t.name for t in graph.initializer} | {sp.values.name for sp in graph.sparse_initializer}
+        if self.output not in produced:
+            raise ConversionError(
+                f"output {self.output!r} is produced by no node, initializer or graph input (corrupt graph?)"
+            )
 
-        initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        initializers = {t.name: to_array(t, f"initializer {t.name!r}") for t in graph.initializer}
         init_types = {t.name: t.data_type for t in graph.initializer}
+        for sp in graph.sparse_initializer:  # stored sparse, used dense
+            initializers[sp.values.name] = _sparse_to_array(sp, f"sparse initializer {sp.values.name!r}")
+            init_types[sp.values.name] = sp.values.data_type
         static_slots = self._static_slots(graph)
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, np.ndarray] = {}
@@ -225,9 +657,16 @@ class OnnxFunction:
         graph_inputs = [vi for vi in graph.input if vi.name not in initializers]
         self.input_names = tuple(vi.name for vi in graph_inputs)
         self.input_shapes = tuple(_value_shape(vi) for vi in graph_inputs)
-        self.input_dtypes = tuple(
-            np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)) for vi in graph_inputs
-        )
+        dtypes = [_elem_dtype(vi) for vi in graph_inputs]
+        for vi, dt in zip(graph_inputs, dtypes):
+            if dt is None or dt.kind not in "fiub":
+                raise ConversionError(
+                    f"graph input {vi.name!r} is not a numeric tensor (type {_type_text(vi)}); jaxsens feeds "
+                    f"numeric arrays only (corrupt file, or a model taking strings / sequences / maps?)"
+                )
+        self.input_dtypes = tuple(dtypes)
+        if not self.input_names:
+            raise ConversionError("the graph has no inputs (every input is an initializer); nothing to explain")
         self._layers = self._find_layers()
         self.layer_names = tuple(self._layers)
         self.fingerprint = self._fingerprint(graph)
@@ -264,7 +703,11 @@ class OnnxFunction:
                 slots = spec.static_inputs
                 if n.op_type == "Loop":
                     slots = (0, 1)
-                    body = next(a.g for a in n.attribute if a.name == "body")
+                    body = next((a.g for a in n.attribute if a.name == "body" and a.HasField("g")), None)
+                    if body is None or not body.output:
+                        raise ConversionError(
+                            f"Loop node {n.name!r} has no body graph with outputs (corrupt graph?)"
+                        )
                     names.add(body.output[0].name)
                 for i in slots:
                     if i < len(n.input) and n.input[i]:
@@ -280,12 +723,19 @@ class OnnxFunction:
                 return names
 
     def _choose_output(self, output, graph: onnx.GraphProto) -> str:
-        if isinstance(output, int):
-            return self.output_names[output]
+        if isinstance(output, int) and not isinstance(output, bool):
+            if not -len(self.output_names) <= output < len(self.output_names):
+                raise ArgumentError(
+                    f"output={output} is out of range: the graph has {len(self.output_names)} output(s) "
+                    f"{self.output_names}"
+                )
+            return self._numeric_output(self.output_names[output], graph)
         if isinstance(output, str):
             if output not in self.output_names:
                 raise ConversionError(f"output {output!r} is not an output of the graph; outputs: {self.output_names}")
-            return output
+            return self._numeric_output(output, graph)
+        if output is not None:
+            raise ArgumentTypeError(f"output= takes an output name or index, got {type(output).__name__}")
         for name, dt in zip(self.output_names, self.output_dtypes):
             if dt.kind == "f":
                 return name
@@ -295,6 +745,20 @@ class OnnxFunction:
                 return node.input[0]
         raise ConversionError(f"the graph has no floating-point output (outputs: {self.output_names})")
 
+    def _numeric_output(self, name: str, graph: onnx.GraphProto) -> str:
+        """An output chosen by name or index: a ``ZipMap``'s sequence of maps is explained as the probability
+        tensor feeding it (the same numbers); any other non-numeric output (strings, sequences) is refused."""
+        zipmap = next((n for n in graph.node if n.op_type == "ZipMap" and name in n.output), None)
+        if zipmap is not None:
+            return zipmap.input[0]
+        if self.output_dtypes[self.output_names.index(name)].kind not in "fiub":
+            raise ConversionError(
+                f"output {name!r} is not a numeric tensor (e.g. string class labels); jaxsens explains numeric "
+                f"outputs: leave output= unset to explain the first floating-point one (a scikit-learn "
+                f"classifier's probabilities), or name another of {self.output_names}"
+            )
+        return name
+
     def _find_layers(self) -> dict[str, str]:
         """Readable layer name -> the tensor holding that layer's output (its last data-dependent node)."""
         dynamic = set(self.input_names) | set(self.params)
@@ -303,13 +767,17 @@ class OnnxFunction:
             if any(i in dynamic for i in node.inputs if i):
                 dynamic.update(node.outputs)
                 data_dependent.append(node)
-        exact = json.loads(self.metadata.get(LAYER_OUTPUTS_KEY, "{}"))
+        exact = metadata_json(self.metadata, LAYER_OUTPUTS_KEY, dict, {})
+        if not all(isinstance(v, str) for v in exact.values()):
+            raise ModelFileError(f"the model's metadata {LAYER_OUTPUTS_KEY!r} must map layer names to tensor names")
         if exact:  # our Keras converter recorded which tensor holds each layer's output
             produced = {o for node in data_dependent for o in node.outputs} | set(self.input_names)
             return {name: tensor for name, tensor in exact.items() if tensor in produced}
-        known = json.loads(self.metadata.get(LAYER_NAMES_KEY, "[]"))
+        known = [str(k) for k in metadata_json(self.metadata, LAYER_NAMES_KEY, list, [])]
         layers: dict[str, str] = {}
         for node in data_dependent:
+            if not node.outputs:
+                continue
             parts = [p for p in node.name.split("/") if p]
             key = None
             if known:
@@ -358,7 +826,7 @@ class OnnxFunction:
         env = _run_nodes(self.nodes, env, self.opset)
         missing = [w for w in want if w not in env]
         if missing:
-            raise KeyError(f"no tensor named {missing} in the graph; layers: {list(self.layer_names)}")
+            raise ArgumentError(f"no tensor named {missing} in the graph; layers: {list(self.layer_names)}")
         return {w: env[w] for w in want}
 
     def apply_batch(self, params, *xs):
@@ -369,7 +837,13 @@ class OnnxFunction:
     def __call__(self, params, x):
         """Per-sample call: ``x`` is one sample (an array, or a tuple / dict for several inputs)."""
         xs = _per_sample_inputs(self, x)
-        return self.apply_batch(params, *xs)[0]
+        out = self.apply_batch(params, *xs)
+        if not np.ndim(out) or np.shape(out)[0] != 1:
+            raise ConversionError(
+                f"one sample gives output {self.output!r} of shape {tuple(np.shape(out))}: the graph does not keep "
+                f"the batch axis (a batch of one must give one row, e.g. a bias with several rows broadcasts it)"
+            )
+        return out[0]
 
     def intermediates(self, params, x, names: Sequence[str] | None = None) -> dict[str, Any]:
         """Per-sample layer outputs ``{name: array}`` (every layer when ``names`` is None)."""
@@ -379,6 +853,32 @@ class OnnxFunction:
         tensors = [self.layer_tensor(n) for n in names]
         out = self.run(params, inputs, tensors)
         return {n: _unbatch(out[t]) for n, t in zip(names, tensors)}
+
+
+def metadata_json(metadata: Mapping[str, str], key: str, kind: type, default):
+    """The JSON value stored under ``key`` in the model's ``metadata_props`` (``default`` when absent), which must
+    be a ``kind`` (``list`` / ``dict``); a corrupt value raises :class:`ModelFileError` naming the key."""
+    if key not in metadata:
+        return default
+    try:
+        value = json.loads(metadata[key])
+    except (ValueError, RecursionError) as e:
+        raise ModelFileError(f"the model's metadata {key!r} is not valid JSON (corrupt file?): {e}") from None
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise ModelFileError(
+            f"the model's metadata {key!r} holds a {type(value).__name__}, expected a JSON "
+            f"{'list' if kind is list else 'object'} (corrupt file?)"
+        )
+    return value
+
+
+def _type_text(vi: onnx.ValueInfoProto) -> str:
+    kind = vi.type.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor of element type {vi.type.tensor_type.elem_type}"
+    return kind or "undefined"
 
 
 def _check_node_attributes(nodes: Sequence[_Node]) -> None:
@@ -408,21 +908,26 @@ def _per_sample_inputs(fn: OnnxFunction, x) -> list:
         try:
             xs = [x[n] for n in fn.input_names]
         except KeyError as e:
-            raise ValueError(f"missing model input {e}; the model's inputs are {fn.input_names}") from None
+            raise ArgumentError(f"missing model input {e}; the model's inputs are {fn.input_names}") from None
     elif isinstance(x, tuple | list):
         xs = list(x)
     else:
         xs = [x]
     if len(xs) != len(fn.input_names):
-        raise ValueError(f"the model takes {len(fn.input_names)} input(s) {fn.input_names}, got {len(xs)}")
+        raise ArgumentError(f"the model takes {len(fn.input_names)} input(s) {fn.input_names}, got {len(xs)}")
     return [v[None] for v in xs]
 
 
 def _as_input(x, dtype):
     import jax.numpy as jnp
 
+    import jax
+
     x = jnp.asarray(x)
-    return x.astype(dtype) if dtype.kind in "fiub" and x.dtype != dtype else x
+    if dtype.kind not in "fiub":
+        return x
+    dtype = jax.dtypes.canonicalize_dtype(dtype)  # int64 ids compute as int32 without x64: no warning per trace
+    return x.astype(dtype) if x.dtype != dtype else x
 
 
 def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int) -> dict[str, Any]:
@@ -432,12 +937,14 @@ def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int) -> dict[
         args = [env[i] if i else None for i in node.inputs]
         ctx = OpContext(node.name, node.op_type, opset, _subgraph_runner(env, opset), env, node.inputs, node.outputs)
         try:
-            if all(_is_static(a) for a in args) and node.op_type not in _NEVER_FOLD:
-                with jax.ensure_compile_time_eval():
+            # the node's name labels the equations it traces: rows.py names the node that mixes rows of a batch
+            with jax.named_scope(node.name):
+                if all(_is_static(a) for a in args) and node.op_type not in _NEVER_FOLD:
+                    with jax.ensure_compile_time_eval():
+                        out = node.spec.fn(ctx, *args, **node.attrs)
+                    out = tuple(np.asarray(o) for o in out) if isinstance(out, tuple | list) else np.asarray(out)
+                else:
                     out = node.spec.fn(ctx, *args, **node.attrs)
-                out = tuple(np.asarray(o) for o in out) if isinstance(out, tuple | list) else np.asarray(out)
-            else:
-                out = node.spec.fn(ctx, *args, **node.attrs)
         except ConversionError:
             raise
         except Exception as e:
@@ -472,7 +979,9 @@ def run_subgraph(graph: onnx.GraphProto, inputs: Sequence[Any], outer_env: Mappi
     """
     env: dict[str, Any] = dict(outer_env)
     for t in graph.initializer:
-        env[t.name] = numpy_helper.to_array(t)
+        env[t.name] = to_array(t, f"initializer {t.name!r} of sub-graph {graph.name!r}")
+    for sp in graph.sparse_initializer:
+        env[sp.values.name] = _sparse_to_array(sp, f"sparse initializer {sp.values.name!r} of sub-graph {graph.name!r}")
     for vi, v in zip(graph.input, inputs):
         env[vi.name] = v
     nodes = [_Node(n, i) for i, n in enumerate(graph.node)]

@@ -16,6 +16,29 @@ State per value: the batch axis (``int``), or ``None`` when the value does not d
 value combined element-wise with a batched one must be constant along the batch axis (a broadcast bias, a zero
 state); :class:`_Val` knows which axes a value is constant along (from ``broadcast_in_dim``, ``iota`` and concrete
 constants).
+
+**Graphs whose meaning depends on the batch.** A graph that fails the check runs one sample at a time (``vmap`` of
+the per-sample function: each sample is its own batch of one). For most such graphs that is exactly their meaning
+(the check is conservative), but an op that reduces or normalises *over the batch axis* means something else for a
+batch of one than for a batch of many, and a silent per-sample answer would be a wrong number.
+:func:`batch_findings` therefore lists every equation that mixes rows, with the ONNX node that traced it (the
+converter labels each node's equations with ``jax.named_scope(node.name)``), and :func:`judge_findings` applies
+this policy when a model is converted:
+
+======================================================  =========  ===============================================
+finding                                                 verdict    why
+======================================================  =========  ===============================================
+an operand broadcasts the batch axis (a Gemm bias of    refused    one sample gives several rows (onnxruntime
+shape ``[3, 1]``: the batch of one becomes 3 rows)                 refuses it unless the batch has exactly 3 rows)
+Softmax / LogSoftmax / Hardmax / LpNormalization /      refused    over a batch of one the result is a constant
+MeanVarianceNormalization / Layer-, Instance-, Group-,             (Softmax gives 1.0 for every sample): no
+BatchNormalization over the batch axis                             per-sample meaning
+ReduceX / ArgMax / ArgMin / CumSum / a MatMul           warning    well defined per sample (a reduction over one
+contracting the batch, sort / TopK / reverse / scan                row is that row): converted, and the warning
+along the batch axis                                               states that every result is per sample
+anything else the check cannot prove row-wise           silent     no evidence of mixing (no rule for a primitive,
+(no rule, batched indices, iota along the batch)                   a gather by row index): runs per sample
+======================================================  =========  ===============================================
 """
 
 from __future__ import annotations
@@ -29,7 +52,7 @@ from typing import Any
 import numpy as np
 from jax.extend import core as jax_core
 
-__all__ = ["rows_independent"]
+__all__ = ["Finding", "batch_findings", "judge_findings", "rows_independent"]
 
 _ELEMENTWISE = {
     "abs", "acos", "acosh", "add", "and", "asin", "asinh", "atan", "atan2", "atanh", "cbrt", "ceil", "clamp",
@@ -48,7 +71,32 @@ _CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint", "cus
 
 
 class _Mixed(Exception):
-    """Rows may mix (or no rule covers the equation); the message says where."""
+    """Rows may mix (or no rule covers the equation); the message says where.
+
+    ``kind``: ``"mix"`` (the equation provably combines rows), or ``"unknown"`` (no rule, or nothing proves it).
+    """
+
+    def __init__(self, message: str, kind: str = "unknown"):
+        super().__init__(message)
+        self.kind = kind
+        self.node: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """An equation that mixes (or may mix) rows of the batch.
+
+    Attributes:
+        node: the ONNX node whose equations it is (the innermost ``jax.named_scope``), or ``None``.
+        kind: ``"broadcast"`` (the batch axis is broadcast to more rows), ``"reduce"`` (a reduction, a
+            contraction or an accumulation over the batch axis), ``"mix"`` (sorting, reversing, scanning along
+            it) or ``"unknown"`` (no rule: the check cannot prove the rows independent, nor that they mix).
+        reason: what the equation does, e.g. ``"reduce_max ((4,)) reduces over the batch axis"``.
+    """
+
+    node: str | None
+    kind: str
+    reason: str
 
 
 # Loop carries start from their initial values (often an unbatched zero state) and become batched after one step.
@@ -60,6 +108,21 @@ _state = threading.local()
 
 def _lenient() -> int:
     return getattr(_state, "lenient", 0)
+
+
+def _scope() -> str | None:
+    """The innermost ONNX node (``jax.named_scope``) of the equations being checked."""
+    return next((s for s in reversed(getattr(_state, "scopes", ())) if s), None)
+
+
+def _found(kind: str, reason: str) -> None:
+    """Record a finding (when :func:`batch_findings` collects them) or stop the check (``rows_independent``)."""
+    findings = getattr(_state, "findings", None)
+    if findings is None:
+        raise _Mixed(reason, kind)
+    finding = Finding(_scope(), kind, reason)
+    if finding not in findings:
+        findings.append(finding)
 # unbatched equations on concrete values up to this many elements (inputs + outputs) are evaluated
 _EVAL_LIMIT = 1 << 16
 
@@ -102,6 +165,25 @@ def rows_independent(closed_jaxpr, batch_axes: Sequence[int | None], values: Seq
     Returns:
         ``(ok, reason)``: ``reason`` names the first equation that could mix rows when ``ok`` is ``False``.
     """
+    findings = _check(closed_jaxpr, batch_axes, values, collect=False)
+    if findings:
+        f = findings[0]
+        return False, f"{f.reason} (node {f.node!r})" if f.node else f.reason
+    return True, ""
+
+
+def batch_findings(closed_jaxpr, batch_axes: Sequence[int | None], values: Sequence[Any] = ()) -> list[Finding]:
+    """Every equation of ``closed_jaxpr`` that mixes rows, with the node that traced it; ``[]``: rows independent.
+
+    Reductions, accumulations and broadcasts of the batch axis are recorded and the check goes on past them (the
+    reduced value is treated as not depending on the rows), so a graph with several such nodes lists them all;
+    any other mixing equation (or one without a rule) is recorded last and ends the check. Arguments as for
+    :func:`rows_independent`.
+    """
+    return _check(closed_jaxpr, batch_axes, values, collect=True)
+
+
+def _check(closed_jaxpr, batch_axes, values, *, collect: bool) -> list[Finding]:
     jaxpr = closed_jaxpr.jaxpr
     values = list(values) + [None] * (len(jaxpr.invars) - len(values))
     ins = [
@@ -109,26 +191,96 @@ def rows_independent(closed_jaxpr, batch_axes: Sequence[int | None], values: Seq
         for v, a, val in zip(jaxpr.invars, batch_axes, values)
     ]
     consts = [_Val(None, tuple(np.shape(c)), value=c) for c in closed_jaxpr.consts]
+    findings: list[Finding] = []
+    saved = getattr(_state, "findings", None), getattr(_state, "scopes", [])
+    _state.findings, _state.scopes = (findings if collect else None), []
     try:
         outs = _run(jaxpr, consts + ins)
         for i, out in enumerate(outs):
             if out.axis not in (0, None) or (out.axis is None and out.shape and not out.constant_along(0)):
                 raise _Mixed(f"output {i} has its rows on axis {out.axis} (expected 0)")
     except _Mixed as e:
-        return False, str(e)
-    return True, ""
+        findings.append(Finding(e.node, e.kind, str(e)))
+    finally:
+        _state.findings, _state.scopes = saved
+    return findings
+
+
+# ONNX ops that normalise over an axis: over the batch axis, a batch of one gives a constant (Softmax: 1.0).
+NORMALISING_OPS = frozenset({
+    "Softmax", "LogSoftmax", "Hardmax", "LpNormalization", "MeanVarianceNormalization", "LayerNormalization",
+    "InstanceNormalization", "GroupNormalization", "BatchNormalization",
+})
+
+
+def judge_findings(findings: Sequence[Finding], op_types: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Apply the module's policy: ``(refusals, warnings)``, one message per node, from ``findings``.
+
+    Args:
+        findings: from :func:`batch_findings`.
+        op_types: ONNX node name -> op type, for every node of the graph and its sub-graphs.
+    """
+    refusals: list[str] = []
+    warns: list[str] = []
+    seen: set[str] = set()
+    for f in findings:
+        if f.node is None or f.kind == "unknown" or f.node in seen:
+            continue
+        seen.add(f.node)
+        op = op_types.get(f.node, "?")
+        what = f"{op} node {f.node!r}"
+        if f.kind == "broadcast":
+            refusals.append(
+                f"{what} broadcasts the batch axis ({f.reason}): an operand has several rows where the batch has "
+                f"one (e.g. a bias of shape [3, 1] instead of [3] or [1, 3]), so one sample gives several rows of "
+                f"output and a batch of samples mixes them (onnxruntime refuses the model unless the batch has "
+                f"exactly that many rows). Fix the operand's shape and export the model again"
+            )
+        elif op in NORMALISING_OPS:
+            refusals.append(
+                f"{what} normalises over axis 0, the batch axis ({f.reason}): its result for a sample depends on "
+                f"the other samples of the batch, and for one sample alone it is a constant (Softmax gives 1.0, "
+                f"LogSoftmax 0.0), "
+                f"so no per-sample result means anything. Export the model with the {op} over the feature / "
+                f"class axis (e.g. axis=-1)"
+            )
+        else:
+            warns.append(
+                f"{what} mixes the rows of a batch ({f.reason}): run on a batch, its result for one sample would "
+                f"depend on the other samples. jaxsens evaluates this model one sample at a time (each sample as "
+                f"a batch of one, where the node sees that sample's row only: a reduction over axis 0 returns the "
+                f"row itself), so every result it reports is per sample; export the model without reducing over "
+                f"the batch axis if that is not what it means"
+            )
+    return refusals, warns
 
 
 def _run(jaxpr, inputs: list[_Val]) -> list[_Val]:
     env: dict = {}
     for var, val in zip(list(jaxpr.constvars) + list(jaxpr.invars), inputs):
         env[var] = val
+    scopes = _state.scopes
     for eqn in jaxpr.eqns:
         ins = [_read(env, v) for v in eqn.invars]
-        outs = _rule(eqn, ins)
+        scopes.append(_eqn_scope(eqn))
+        try:
+            outs = _rule(eqn, ins)
+        except _Mixed as e:
+            if e.node is None:
+                e.node = _scope()
+            raise
+        finally:
+            scopes.pop()
         for var, val in zip(eqn.outvars, outs):
             env[var] = val
     return [_read(env, v) for v in jaxpr.outvars]
+
+
+def _eqn_scope(eqn) -> str | None:
+    """The innermost ``jax.named_scope`` of an equation (the ONNX node that traced it), or ``None``."""
+    stack = getattr(getattr(getattr(eqn, "source_info", None), "name_stack", None), "stack", ())
+    names = [s.name for s in stack if type(s).__name__ == "Scope"]
+    return names[-1] if names else None
 
 
 def _read(env, v) -> _Val:
@@ -157,7 +309,11 @@ def _rule(eqn, ins: list[_Val]) -> list[_Val]:
         if len(axes) != 1:
             raise _Mixed(f"{_where(eqn)} combines rows on different axes {sorted(axes)}")
         (a,) = axes
-        if any(_varies(v, a) for v in ins):
+        out = _shape(eqn)
+        if any(len(v.shape) == len(out) and v.shape[a] != out[a] for v in batched):
+            # lax broadcasts size-1 axes implicitly: a batch of one meets an operand with several rows
+            _found("broadcast", f"{_where(eqn)} broadcasts the batch axis")
+        elif any(_varies(v, a) for v in ins):
             raise _Mixed(f"{_where(eqn)} combines the batch with a value that varies along it")
         return [_Val(a, _shape(eqn, k)) for k in range(len(eqn.outvars))]
     if name in _CALLS:
@@ -192,7 +348,7 @@ def _rule(eqn, ins: list[_Val]) -> list[_Val]:
     if name == "broadcast_in_dim":
         out = p["broadcast_dimensions"][a]
         if x.shape[a] != _shape(eqn)[out]:
-            raise _Mixed(f"{_where(eqn)} broadcasts the batch axis")
+            _found("broadcast", f"{_where(eqn)} broadcasts the batch axis")
         return [_Val(out, _shape(eqn))]
     if name == "reshape":
         return [_Val(_reshaped_axis(x.shape, a, _shape(eqn), eqn), _shape(eqn))]
@@ -206,15 +362,16 @@ def _rule(eqn, ins: list[_Val]) -> list[_Val]:
     if name in _REDUCE or name == "reduce":
         axes = p.get("axes", p.get("dimensions", ()))
         if a in axes:
-            raise _Mixed(f"{_where(eqn)} reduces over the batch axis")
+            _found("reduce", f"{_where(eqn)} reduces over the batch axis")
+            return [_Val(None, _shape(eqn, k)) for k in range(len(eqn.outvars))]
         return [_Val(a - sum(d < a for d in axes), _shape(eqn, k)) for k in range(len(eqn.outvars))]
     if name in _CUMULATIVE:
         if p["axis"] == a:
-            raise _Mixed(f"{_where(eqn)} accumulates along the batch axis")
+            _found("reduce", f"{_where(eqn)} accumulates along the batch axis")
         return [_Val(a, _shape(eqn))]
     if name == "rev":
         if a in p["dimensions"]:
-            raise _Mixed(f"{_where(eqn)} reverses the batch axis")
+            raise _Mixed(f"{_where(eqn)} reverses the batch axis", "mix")
         return [_Val(a, _shape(eqn))]
     if name == "slice":
         strides = p["strides"] or (1,) * len(x.shape)
@@ -262,11 +419,11 @@ def _rule(eqn, ins: list[_Val]) -> list[_Val]:
         return [_Val(a, _shape(eqn, k)) for k in range(len(eqn.outvars))]
     if name == "sort":
         if {v.axis for v in ins} != {a} or p["dimension"] == a:
-            raise _Mixed(f"{_where(eqn)} sorts along or across the batch axis")
+            raise _Mixed(f"{_where(eqn)} sorts along or across the batch axis", "mix")
         return [_Val(a, _shape(eqn, k)) for k in range(len(eqn.outvars))]
     if name == "top_k":
         if a == len(x.shape) - 1:
-            raise _Mixed(f"{_where(eqn)} takes top-k along the batch axis")
+            raise _Mixed(f"{_where(eqn)} takes top-k along the batch axis", "mix")
         return [_Val(a, _shape(eqn, k)) for k in range(len(eqn.outvars))]
     if name == "dot_general":
         return [_dot_general(eqn, ins)]
@@ -391,7 +548,8 @@ def _dot_general(eqn, ins: list[_Val]) -> _Val:
         return _Val(len(lb) + l_free.index(lhs.axis), out)
     elif rhs.axis is not None and lhs.axis is None and rhs.axis in r_free:
         return _Val(len(lb) + len(l_free) + r_free.index(rhs.axis), out)
-    raise _Mixed(f"{_where(eqn)} contracts or crosses the batch axis")
+    kind = "reduce" if lhs.axis in lc or rhs.axis in rc else "unknown"
+    raise _Mixed(f"{_where(eqn)} contracts or crosses the batch axis", kind)
 
 
 def _sub_jaxpr(eqn):
@@ -443,7 +601,7 @@ def _scan(eqn, ins: list[_Val]) -> list[_Val]:
     slices = []
     for x in xs:
         if x.axis == 0:
-            raise _Mixed(f"{_where(eqn)} scans over the batch axis")
+            raise _Mixed(f"{_where(eqn)} scans over the batch axis", "mix")
         slices.append(_Val(None if x.axis is None else x.axis - 1, x.shape[1:],
                            frozenset(i - 1 for i in x.const if i > 0)))
     carry, outs = _fixed_point(p["jaxpr"], consts, carry, slices, _where(eqn))

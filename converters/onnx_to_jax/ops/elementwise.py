@@ -21,7 +21,7 @@ import onnx
 
 from converters.onnx_to_jax.registry import register_op
 
-__all__ = ["is_static", "onnx_dtype", "xp_of"]
+__all__ = ["broadcast", "is_static", "onnx_dtype", "xp_of"]
 
 
 def is_static(value) -> bool:
@@ -32,6 +32,15 @@ def is_static(value) -> bool:
 def xp_of(*values):
     """``numpy`` when every value is static (constant folding keeps exact dtypes), else ``jax.numpy``."""
     return np if all(is_static(v) for v in values) else jnp
+
+
+def broadcast(ctx, *values) -> tuple[int, ...]:
+    """The broadcast shape of ``values`` (ONNX multidirectional broadcasting), or an error naming the shapes."""
+    shapes = [tuple(np.shape(v)) for v in values if v is not None]
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ctx.error(f"input shapes {shapes} do not broadcast together") from None
 
 
 def onnx_dtype(ctx, to: int, *, canonical: bool) -> np.dtype:
@@ -90,6 +99,7 @@ def _register_binary(op_type: str, name: str, doc: str):
     """Register ``op_type`` as the broadcasting ``xp.<name>(a, b)``."""
 
     def op(ctx, a, b):
+        broadcast(ctx, a, b)
         return getattr(xp_of(a, b), name)(a, b)
 
     op.__name__ = op.__qualname__ = op_type.lower()
@@ -118,6 +128,7 @@ for _op, _name, _doc in [
 def div(ctx, a, b):
     """``a / b``; integer division truncates toward zero (as C, ONNX Runtime and the ONNX reference do)."""
     xp = xp_of(a, b)
+    broadcast(ctx, a, b)
     if np.issubdtype(a.dtype, np.integer):
         q = xp.abs(a) // xp.abs(b)
         return xp.where((a < 0) != (b < 0), -q, q).astype(a.dtype)
@@ -128,6 +139,7 @@ def div(ctx, a, b):
 def mod(ctx, a, b, *, fmod=0):
     """Remainder: sign of the divisor (``fmod=0``, Python's ``%``) or of the dividend (``fmod=1``, C's ``fmod``)."""
     xp = xp_of(a, b)
+    broadcast(ctx, a, b)
     if not fmod and np.issubdtype(a.dtype, np.floating):
         raise ctx.error("Mod with fmod=0 is defined for integers only; floating inputs need fmod=1")
     return xp.fmod(a, b) if fmod else xp.mod(a, b)
@@ -136,6 +148,7 @@ def mod(ctx, a, b, *, fmod=0):
 @register_op("Pow")
 def pow_(ctx, x, y):
     """``x ** y`` with the dtype of ``x``; a static integral scalar exponent uses exact repeated multiplication."""
+    broadcast(ctx, x, y)
     xp = xp_of(x, y)
     if xp is jnp and is_static(y) and y.size == 1 and np.isfinite(y).all() and float(y.reshape(())) % 1 == 0:
         shape = jnp.broadcast_shapes(x.shape, y.shape)
@@ -144,7 +157,9 @@ def pow_(ctx, x, y):
     return out.astype(x.dtype) if out.dtype != x.dtype else out
 
 
-def _variadic(xp_fn_name: str, values):
+def _variadic(xp_fn_name: str, values, ctx=None):
+    if ctx is not None:
+        broadcast(ctx, *values)
     xp = xp_of(*values)
     return functools.reduce(getattr(xp, xp_fn_name), values)
 
@@ -152,25 +167,25 @@ def _variadic(xp_fn_name: str, values):
 @register_op("Max")
 def max_(ctx, *data):
     """Elementwise maximum of any number of broadcastable tensors."""
-    return _variadic("maximum", data)
+    return _variadic("maximum", data, ctx)
 
 
 @register_op("Min")
 def min_(ctx, *data):
     """Elementwise minimum of any number of broadcastable tensors."""
-    return _variadic("minimum", data)
+    return _variadic("minimum", data, ctx)
 
 
 @register_op("Sum")
 def sum_(ctx, *data):
     """Elementwise sum of any number of broadcastable tensors."""
-    return _variadic("add", data)
+    return _variadic("add", data, ctx)
 
 
 @register_op("Mean")
 def mean(ctx, *data):
     """Elementwise mean of any number of broadcastable tensors."""
-    total = _variadic("add", data)
+    total = _variadic("add", data, ctx)
     return total / np.asarray(len(data), total.dtype)
 
 
@@ -191,6 +206,7 @@ def isinf(ctx, x, *, detect_negative=1, detect_positive=1):
 @register_op("Where")
 def where(ctx, condition, x, y):
     """``x`` where ``condition`` else ``y`` (broadcasting)."""
+    broadcast(ctx, condition, x, y)
     return xp_of(condition, x, y).where(condition, x, y)
 
 
@@ -219,6 +235,9 @@ def clip(ctx, x, min_input=None, max_input=None, *, min=None, max=None):
     """Limit ``x`` to ``[min, max]``: attributes before opset 11, optional scalar inputs from opset 11."""
     lo = min_input if min_input is not None else min
     hi = max_input if max_input is not None else max
+    for what, v in (("min", lo), ("max", hi)):
+        if v is not None and np.size(v) != 1:
+            raise ctx.error(f"{what} must be a scalar, got shape {tuple(np.shape(v))}")
     xp = xp_of(x, lo, hi)
     if lo is not None:
         x = xp.maximum(x, xp.asarray(lo, dtype=x.dtype))
@@ -276,6 +295,8 @@ def leaky_relu(ctx, x, *, alpha=0.01):
 @register_op("PRelu")
 def prelu(ctx, x, slope):
     """``x`` for ``x >= 0``, ``slope * x`` otherwise (``slope`` broadcasts to ``x``)."""
+    if broadcast(ctx, x, slope) != tuple(x.shape):
+        raise ctx.error(f"slope of shape {tuple(slope.shape)} does not broadcast to X's shape {tuple(x.shape)}")
     return xp_of(x, slope).where(x >= 0, x, slope * x)
 
 

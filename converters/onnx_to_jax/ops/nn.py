@@ -18,22 +18,55 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters.onnx_to_jax.ops.elementwise import xp_of
-from converters.onnx_to_jax.registry import register_op
+from converters.onnx_to_jax.ops.tensor import _norm_axis
+from converters.onnx_to_jax.registry import check_alloc, register_op
 
 
 # ---------------------------------------------------------------- products
 @register_op("MatMul")
 def matmul(ctx, a, b):
     """``numpy.matmul`` semantics: batched over leading axes, 1-D operands promoted and squeezed."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ctx.error(f"MatMul takes tensors of rank >= 1, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ctx.error(
+            f"cannot multiply A {tuple(a.shape)} by B {tuple(b.shape)}: A's last axis ({k_a}) and B's "
+            f"{'only' if b.ndim == 1 else 'second-to-last'} axis ({k_b}) differ"
+        )
+    _broadcast(ctx, a.shape[:-2], b.shape[:-2], "the batch axes of A and B")
     return xp_of(a, b).matmul(a, b)
+
+
+def _broadcast(ctx, shape_a, shape_b, what: str) -> tuple[int, ...]:
+    try:
+        return np.broadcast_shapes(tuple(shape_a), tuple(shape_b))
+    except ValueError:
+        raise ctx.error(f"{what} do not broadcast: {tuple(shape_a)} and {tuple(shape_b)}") from None
 
 
 @register_op("Gemm")
 def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
-    """``alpha * A' @ B' + beta * C`` for 2-D ``A``, ``B`` (``'`` = optional transpose), ``C`` broadcast."""
+    """``alpha * A' @ B' + beta * C`` for 2-D ``A``, ``B`` (``'`` = optional transpose); ``C`` broadcasts to
+    ``[M, N]`` in one direction only (a ``C`` that would enlarge the result, e.g. ``[3, 1]`` for ``M = 1``, is
+    refused, as onnxruntime does: broadcasting it would repeat the result along the batch)."""
     xp = xp_of(a, b, c)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ctx.error(f"Gemm takes 2-D A and B, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
     a = a.T if transA else a
     b = b.T if transB else b
+    if a.shape[1] != b.shape[0]:
+        raise ctx.error(
+            f"cannot multiply A' {tuple(a.shape)} by B' {tuple(b.shape)} (transA={transA}, transB={transB}): "
+            f"inner sizes {a.shape[1]} and {b.shape[0]} differ"
+        )
+    mn = (a.shape[0], b.shape[1])
+    if c is not None and (c.ndim > 2 or _broadcast(ctx, c.shape, mn, "C and A' @ B'") != mn):
+        raise ctx.error(
+            f"C of shape {tuple(c.shape)} does not broadcast to the result's shape {mn} (ONNX Gemm broadcasts C "
+            f"to [M, N] in one direction only)"
+        )
     y = xp.matmul(a, b)
     y = alpha * y if alpha != 1.0 else y
     if c is not None:
@@ -50,7 +83,6 @@ def einsum(ctx, *inputs, equation):
 # ---------------------------------------------------------------- softmax family
 def _softmax_legacy(x, axis, fn):
     # opset < 13: coerce to 2-D at `axis`, softmax over the flattened trailing block.
-    axis = axis % x.ndim
     shape = x.shape
     flat = x.reshape(shape[:axis] + (-1,))
     return fn(flat, axis=-1).reshape(shape)
@@ -61,16 +93,16 @@ def softmax(ctx, x, *, axis=None):
     """``exp(x) / sum(exp(x))`` along ``axis`` (default -1); before opset 13 over the flattened ``x.shape[axis:]``
     (default axis 1)."""
     if ctx.opset < 13:
-        return _softmax_legacy(x, 1 if axis is None else axis, jax.nn.softmax)
-    return jax.nn.softmax(x, axis=-1 if axis is None else axis)
+        return _softmax_legacy(x, _norm_axis(ctx, 1 if axis is None else axis, x.ndim), jax.nn.softmax)
+    return jax.nn.softmax(x, axis=_norm_axis(ctx, -1 if axis is None else axis, x.ndim))
 
 
 @register_op("LogSoftmax")
 def log_softmax(ctx, x, *, axis=None):
     """``log(softmax(x))`` computed stably, with ``Softmax``'s axis conventions."""
     if ctx.opset < 13:
-        return _softmax_legacy(x, 1 if axis is None else axis, jax.nn.log_softmax)
-    return jax.nn.log_softmax(x, axis=-1 if axis is None else axis)
+        return _softmax_legacy(x, _norm_axis(ctx, 1 if axis is None else axis, x.ndim), jax.nn.log_softmax)
+    return jax.nn.log_softmax(x, axis=_norm_axis(ctx, -1 if axis is None else axis, x.ndim))
 
 
 def _hardmax(x, axis):
@@ -83,8 +115,9 @@ def _hardmax(x, axis):
 def hardmax(ctx, x, *, axis=None):
     """1 at the first maximum along ``axis`` and 0 elsewhere, with ``Softmax``'s axis conventions."""
     if ctx.opset < 13:
-        return _softmax_legacy(x, 1 if axis is None else axis, lambda v, axis: _hardmax(v, axis % v.ndim))
-    return _hardmax(x, (-1 if axis is None else axis) % x.ndim)
+        axis = _norm_axis(ctx, 1 if axis is None else axis, x.ndim)
+        return _softmax_legacy(x, axis, lambda v, axis: _hardmax(v, axis % v.ndim))
+    return _hardmax(x, _norm_axis(ctx, -1 if axis is None else axis, x.ndim))
 
 
 # ---------------------------------------------------------------- normalisation
@@ -108,6 +141,16 @@ def batch_normalization(
         )
     xp = xp_of(x, scale, b, mean, var)
     params = [scale, b, mean, var]
+    if x.ndim < 2:
+        raise ctx.error(f"X must be [N, C, ...], got shape {tuple(x.shape)}")
+    want = (x.shape[1],) if spatial else tuple(x.shape[1:])
+    if spatial and any(p.shape != want for p in params) or not spatial and any(
+        p.shape not in (want, (x.shape[1],)) for p in params
+    ):
+        raise ctx.error(
+            f"scale, B, mean and var must have shape {list(want)} for X of shape {tuple(x.shape)}, got "
+            f"{[list(p.shape) for p in params]}"
+        )
     if spatial and mean.ndim == 1:
         params = [p.reshape(_channel_shape(x)) for p in params]
     scale_, b_, mean_, var_ = params
@@ -118,12 +161,21 @@ def batch_normalization(
 @register_op("InstanceNormalization")
 def instance_normalization(ctx, x, scale, b, *, epsilon=1e-5):
     """Normalise each ``[N, C]`` slice over its spatial axes, then ``* scale + b`` per channel."""
+    _check_channel_params(ctx, x, {"scale": scale, "B": b})
     xp = xp_of(x, scale, b)
     axes = tuple(range(2, x.ndim))
     mean = xp.mean(x, axis=axes, keepdims=True)
     var = xp.mean(xp.square(x - mean), axis=axes, keepdims=True)
     y = (x - mean) / xp.sqrt(var + np.asarray(epsilon, x.dtype))
     return y * scale.reshape(_channel_shape(x)) + b.reshape(_channel_shape(x))
+
+
+def _check_channel_params(ctx, x, params: dict) -> None:
+    if x.ndim < 3:
+        raise ctx.error(f"the input must be [N, C, D1, ...], got shape {tuple(x.shape)}")
+    bad = {k: list(v.shape) for k, v in params.items() if tuple(v.shape) != (x.shape[1],)}
+    if bad:
+        raise ctx.error(f"{', '.join(bad)} must have shape [{x.shape[1]}] (one per channel), got {bad}")
 
 
 def _stash_dtype(x, stash_type):
@@ -138,8 +190,11 @@ def layer_normalization(ctx, x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_t
     (float32 for ``stash_type=1``).
     """
     xp = xp_of(x, scale, b)
-    axis = axis % x.ndim
+    axis = _norm_axis(ctx, axis, x.ndim)
     axes = tuple(range(axis, x.ndim))
+    for name, v in (("Scale", scale), ("B", b)):
+        if v is not None:
+            _broadcast(ctx, v.shape, x.shape[axis:], f"{name} and the normalised axes")
     xs = x.astype(_stash_dtype(x, stash_type))
     mean = xp.mean(xs, axis=axes, keepdims=True)
     centred = xs - mean
@@ -158,7 +213,16 @@ def group_normalization(ctx, x, scale, bias, *, num_groups, epsilon=1e-5, stash_
     ``scale`` and ``bias`` are per channel (``[C]``, opset 21) or per group (``[num_groups]``, opset 18).
     """
     xp = xp_of(x, scale, bias)
+    if x.ndim < 3:
+        raise ctx.error(f"the input must be [N, C, D1, ...], got shape {tuple(x.shape)}")
     n, c = x.shape[:2]
+    if num_groups < 1 or c % num_groups:
+        raise ctx.error(f"num_groups={num_groups} does not divide the {c} channels")
+    if scale.shape != bias.shape or scale.shape not in ((c,), (num_groups,)):
+        raise ctx.error(
+            f"scale and bias must have shape [{c}] (per channel) or [{num_groups}] (per group), got "
+            f"{list(scale.shape)} and {list(bias.shape)}"
+        )
     xs = x.astype(_stash_dtype(x, stash_type)).reshape(n, num_groups, -1)
     mean = xp.mean(xs, axis=-1, keepdims=True)
     var = xp.mean(xp.square(xs - mean), axis=-1, keepdims=True)
@@ -172,6 +236,7 @@ def group_normalization(ctx, x, scale, bias, *, num_groups, epsilon=1e-5, stash_
 def lp_normalization(ctx, x, *, axis=-1, p=2):
     """``x / ||x||_p`` along ``axis`` (``p`` is 1 or 2)."""
     xp = xp_of(x)
+    axis = _norm_axis(ctx, axis, x.ndim)
     if p == 1:
         norm = xp.sum(xp.abs(x), axis=axis, keepdims=True)
     elif p == 2:
@@ -186,9 +251,11 @@ def _padding(ctx, auto_pad, pads, in_sizes, kernel, strides, dilations) -> list[
     """``(begin, end)`` padding per spatial axis from ONNX's ``auto_pad`` / ``pads``."""
     n = len(in_sizes)
     if auto_pad in ("NOTSET", "", None):
-        pads = list(pads) if pads else [0] * (2 * n)
+        pads = [0] * (2 * n) if pads is None else list(pads)
         if len(pads) != 2 * n:
             raise ctx.error(f"pads {pads} must hold 2 values per spatial axis ({n} axes)")
+        if any(p < 0 for p in pads):
+            raise ctx.error(f"pads {pads} must not be negative")
         return [(pads[i], pads[i + n]) for i in range(n)]
     if auto_pad == "VALID":
         return [(0, 0)] * n
@@ -202,8 +269,49 @@ def _padding(ctx, auto_pad, pads, in_sizes, kernel, strides, dilations) -> list[
     raise ctx.error(f"auto_pad {auto_pad!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
 
 
-def _spatial(values, n, default):
-    return tuple(int(v) for v in values) if values else (default,) * n
+def _spatial(values, n, default, ctx=None, name="", minimum=None):
+    """``values`` (one per spatial axis) as ints, or ``default`` on every axis when absent; with ``ctx``, the
+    count and the ``minimum`` are checked."""
+    if values is None or (ctx is None and not values):
+        return (default,) * n
+    out = tuple(int(v) for v in values)
+    if ctx is not None and len(out) != n:
+        raise ctx.error(f"{name}={list(out)} must hold one value per spatial axis ({n})")
+    if ctx is not None and minimum is not None and any(v < minimum for v in out):
+        raise ctx.error(f"{name}={list(out)} must be >= {minimum}")
+    return out
+
+
+def _check_conv(ctx, x, w, b, group, kernel_shape, *, transposed: bool) -> int:
+    """Ranks, channel counts, ``group``, ``kernel_shape`` and bias of a (transposed) convolution; returns the
+    number of spatial axes."""
+    if x.ndim < 3 or w.ndim != x.ndim:
+        raise ctx.error(
+            f"X must be [N, C, D1, ...] and W of the same rank, got shapes {tuple(x.shape)} and {tuple(w.shape)}"
+        )
+    if group < 1:
+        raise ctx.error(f"group={group} must be positive")
+    c_in = w.shape[0] if transposed else w.shape[1] * group
+    if x.shape[1] != c_in or (transposed and x.shape[1] % group) or (not transposed and w.shape[0] % group):
+        layout = "[C, M / group, k...]" if transposed else "[M, C / group, k...]"
+        raise ctx.error(
+            f"X has {x.shape[1]} channels; W of shape {tuple(w.shape)} ({layout}) with group={group} does not fit"
+        )
+    if kernel_shape is not None and tuple(int(k) for k in kernel_shape) != tuple(w.shape[2:]):
+        raise ctx.error(f"kernel_shape={list(kernel_shape)} differs from W's spatial shape {list(w.shape[2:])}")
+    m = w.shape[1] * group if transposed else w.shape[0]
+    if b is not None and tuple(b.shape) != (m,):
+        raise ctx.error(f"B must have shape [{m}] (one per output channel), got {list(b.shape)}")
+    return x.ndim - 2
+
+
+def _check_output_size(ctx, in_sizes, padding, kernel, strides, dilations) -> None:
+    for size, (lo, hi), k, s, d in zip(in_sizes, padding, kernel, strides, dilations):
+        if size + lo + hi < (k - 1) * d + 1:
+            raise ctx.error(
+                f"the window ({k} with dilation {d}) is larger than the padded input ({size} + {lo} + {hi}) on a "
+                f"spatial axis: the output would be empty"
+            )
 
 
 @register_op("Conv")
@@ -221,11 +329,12 @@ def conv(
     strides=None,
 ):
     """N-d convolution (cross-correlation) of ``x [N, C, D...]`` with ``w [M, C / group, k...]`` plus ``b [M]``."""
-    n = x.ndim - 2
+    n = _check_conv(ctx, x, w, b, group, kernel_shape, transposed=False)
     kernel = tuple(w.shape[2:])
-    strides = _spatial(strides, n, 1)
-    dilations = _spatial(dilations, n, 1)
+    strides = _spatial(strides, n, 1, ctx, "strides", 1)
+    dilations = _spatial(dilations, n, 1, ctx, "dilations", 1)
     padding = _padding(ctx, auto_pad, pads, x.shape[2:], kernel, strides, dilations)
+    _check_output_size(ctx, x.shape[2:], padding, kernel, strides, dilations)
     y = jax.lax.conv_general_dilated(
         x, w, window_strides=strides, padding=padding, rhs_dilation=dilations, feature_group_count=group
     )
@@ -253,11 +362,13 @@ def conv_transpose(
     Output size ``stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - pad_begin - pad_end``; with
     ``output_shape`` (or ``SAME_*`` auto padding) the pads are derived from the requested size.
     """
-    n = x.ndim - 2
+    n = _check_conv(ctx, x, w, b, group, kernel_shape, transposed=True)
     kernel = tuple(w.shape[2:])
-    strides = _spatial(strides, n, 1)
-    dilations = _spatial(dilations, n, 1)
-    out_pad = _spatial(output_padding, n, 0)
+    strides = _spatial(strides, n, 1, ctx, "strides", 1)
+    dilations = _spatial(dilations, n, 1, ctx, "dilations", 1)
+    out_pad = _spatial(output_padding, n, 0, ctx, "output_padding", 0)
+    if output_shape is not None and len(output_shape) < n:
+        raise ctx.error(f"output_shape={list(output_shape)} must give the {n} spatial sizes")
     in_sizes = x.shape[2:]
     if pads is None and (output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER")):
         target = (
@@ -304,11 +415,14 @@ def _pool_geometry(ctx, x, kernel_shape, strides, pads, dilations, auto_pad, cei
     needs (the last window must start inside the input or its begin padding, as in PyTorch and ONNX Runtime)."""
     if kernel_shape is None:
         raise ctx.error("kernel_shape is required")
+    if x.ndim < 3:
+        raise ctx.error(f"X must be [N, C, D1, ...], got shape {tuple(x.shape)}")
     n = x.ndim - 2
-    kernel = tuple(int(k) for k in kernel_shape)
-    strides = _spatial(strides, n, 1)
-    dilations = _spatial(dilations, n, 1)
+    kernel = _spatial(kernel_shape, n, 1, ctx, "kernel_shape", 1)
+    strides = _spatial(strides, n, 1, ctx, "strides", 1)
+    dilations = _spatial(dilations, n, 1, ctx, "dilations", 1)
     padding = _padding(ctx, auto_pad, pads, x.shape[2:], kernel, strides, dilations)
+    _check_output_size(ctx, x.shape[2:], padding, kernel, strides, dilations)
     extra = []
     for size, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, strides, dilations, padding):
         span = (k - 1) * d + 1
@@ -400,10 +514,14 @@ def average_pool(
 @register_op("GlobalAveragePool")
 def global_average_pool(ctx, x):
     """Mean over all spatial axes of ``[N, C, D...]``, kept as size 1."""
+    if x.ndim < 3:
+        raise ctx.error(f"X must be [N, C, D1, ...], got shape {tuple(x.shape)}")
     return xp_of(x).mean(x, axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
 @register_op("GlobalMaxPool")
 def global_max_pool(ctx, x):
     """Maximum over all spatial axes of ``[N, C, D...]``, kept as size 1."""
+    if x.ndim < 3:
+        raise ctx.error(f"X must be [N, C, D1, ...], got shape {tuple(x.shape)}")
     return xp_of(x).max(x, axis=tuple(range(2, x.ndim)), keepdims=True)

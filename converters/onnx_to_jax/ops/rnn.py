@@ -183,7 +183,9 @@ def _recurrent(
         raise ctx.error(f"X must have 3 axes, got shape {X.shape}")
     if layout == 1:
         X = jnp.swapaxes(X, 0, 1)
-    n_steps, batch, _ = X.shape
+    n_steps, batch, n_in = X.shape
+    if W.ndim != 3 or R.ndim != 3:
+        raise ctx.error(f"W and R must have 3 axes [directions, gates * hidden, ...], got {W.shape} and {R.shape}")
     W = jnp.asarray(W, dtype)
     R = jnp.asarray(R, dtype)
     H = R.shape[-1]
@@ -194,6 +196,20 @@ def _recurrent(
             f"direction={direction!r} with hidden size {H} needs W [{n_dirs}, {n_gates * H}, input_size] and R "
             f"[{n_dirs}, {n_gates * H}, {H}], got W {W.shape} and R {R.shape}"
         )
+    if W.shape[2] != n_in:
+        raise ctx.error(f"W {W.shape} expects {W.shape[2]} input features, but X {tuple(X.shape)} has {n_in}")
+    if B is not None and tuple(B.shape) != (n_dirs, 2 * n_gates * H):
+        raise ctx.error(f"B must have shape [{n_dirs}, {2 * n_gates * H}], got {list(B.shape)}")
+    if P is not None and kind == "LSTM" and tuple(P.shape) != (n_dirs, 3 * H):
+        raise ctx.error(f"P must have shape [{n_dirs}, {3 * H}], got {list(P.shape)}")
+    for name, v in (("initial_h", initial_h), ("initial_c", initial_c)):
+        want = (batch, n_dirs, H) if layout == 1 else (n_dirs, batch, H)
+        batch_axis = 0 if layout == 1 else 1
+        if v is not None and (
+            v.ndim != 3 or any(v.shape[i] != want[i] for i in range(3) if i != batch_axis)
+            or v.shape[batch_axis] not in (1, batch)
+        ):
+            raise ctx.error(f"{name} must have shape {list(want)}, got {list(v.shape)}")
     Wb = Rb = jnp.zeros((n_dirs, n_gates * H), dtype)
     if B is not None:
         B = jnp.asarray(B, dtype).reshape(n_dirs, 2 * n_gates * H)

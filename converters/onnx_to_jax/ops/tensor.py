@@ -26,7 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.onnx_to_jax.ops.elementwise import is_static, xp_of
-from converters.onnx_to_jax.registry import register_op
+from converters.onnx_to_jax.registry import check_alloc, register_op
 
 _INDEX_DTYPE = np.dtype(np.int64)
 
@@ -37,9 +37,16 @@ def _index_dtype(xp):
 
 
 def _norm_axis(ctx, axis: int, ndim: int, what: str = "axis") -> int:
+    axis = int(axis)
     if not -ndim <= axis < max(ndim, 1):
-        raise ctx.error(f"{what}={axis} is out of range for a tensor of rank {ndim}")
+        raise ctx.error(f"{what}={axis} is out of range for a tensor of rank {ndim} (valid: {-ndim} to {ndim - 1})")
     return axis % max(ndim, 1)
+
+
+def _check_shape(ctx, dims, what: str) -> None:
+    """``dims`` must be non-negative (a static target shape or sizes)."""
+    if any(d < 0 for d in dims):
+        raise ctx.error(f"{what} {list(dims)} has a negative entry")
 
 
 def _axes_arg(ctx, axes_input, axes_attr, what: str = "axes") -> list[int] | None:
@@ -67,6 +74,8 @@ def size(ctx, data):
 @register_op("Flatten")
 def flatten(ctx, x, *, axis=1):
     """Reshape to 2-D ``[prod(shape[:axis]), prod(shape[axis:])]``."""
+    if not -x.ndim <= axis <= x.ndim:
+        raise ctx.error(f"axis={axis} is out of range for a tensor of rank {x.ndim} (valid: {-x.ndim} to {x.ndim})")
     axis = axis + x.ndim if axis < 0 else axis
     return xp_of(x).reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))
 
@@ -106,33 +115,53 @@ def unsqueeze(ctx, data, axes_input=None, *, axes=None):
         raise ctx.error("Unsqueeze needs axes")
     out_ndim = data.ndim + len(ax)
     ax = tuple(sorted(_norm_axis(ctx, a, out_ndim, "axes") for a in ax))
+    if len(set(ax)) != len(ax):
+        raise ctx.error(f"axes {list(ax)} repeat an axis")
     return xp_of(data).expand_dims(data, ax)
 
 
 @register_op("Transpose")
 def transpose(ctx, data, *, perm=None):
     """Permute axes by ``perm`` (default: reverse them)."""
-    return xp_of(data).transpose(data, None if perm is None else tuple(perm))
+    if perm is not None and sorted(int(p) for p in perm) != list(range(data.ndim)):
+        raise ctx.error(f"perm={list(perm)} is not a permutation of the {data.ndim} axes of a tensor of shape "
+                        f"{tuple(data.shape)}")
+    return xp_of(data).transpose(data, None if perm is None else tuple(int(p) for p in perm))
 
 
 @register_op("Expand", static_inputs=(1,))
 def expand(ctx, x, shape):
     """Broadcast ``x`` against ``shape`` (bidirectional: the output has the broadcast of both shapes)."""
-    target = np.broadcast_shapes(tuple(x.shape), tuple(ctx.static_ints(shape, "shape")))
+    dims = tuple(ctx.static_ints(shape, "shape"))
+    _check_shape(ctx, dims, "shape")
+    try:
+        target = np.broadcast_shapes(tuple(x.shape), dims)
+    except ValueError:
+        raise ctx.error(f"cannot expand a tensor of shape {tuple(x.shape)} to {list(dims)}: they do not broadcast")
+    check_alloc(ctx, target, x.dtype)
     return xp_of(x).broadcast_to(x, target)
 
 
 @register_op("Tile", static_inputs=(1,))
 def tile(ctx, x, repeats):
     """Repeat ``x`` ``repeats[i]`` times along each axis ``i``."""
-    return xp_of(x).tile(x, tuple(ctx.static_ints(repeats, "repeats")))
+    reps = tuple(ctx.static_ints(repeats, "repeats"))
+    if len(reps) != x.ndim:
+        raise ctx.error(f"repeats {list(reps)} must hold one entry per axis of the input ({x.ndim})")
+    _check_shape(ctx, reps, "repeats")
+    check_alloc(ctx, [d * r for d, r in zip(x.shape, reps)] if len(reps) == x.ndim else reps, x.dtype)
+    return xp_of(x).tile(x, reps)
 
 
 @register_op("ConstantOfShape", static_inputs=(0,))
 def constant_of_shape(ctx, shape, *, value=None):
     """A static tensor of ``shape`` filled with ``value`` (a 1-element tensor; default float32 zero)."""
     value = np.zeros(1, np.float32) if value is None else np.asarray(value)
-    return np.full(tuple(ctx.static_ints(shape, "shape")), value.reshape(-1)[0], dtype=value.dtype)
+    if value.size != 1:
+        raise ctx.error(f"value must hold exactly one element, got a tensor of shape {list(value.shape)}")
+    dims = tuple(ctx.static_ints(shape, "shape"))
+    check_alloc(ctx, dims, value.dtype)
+    return np.full(dims, value.reshape(-1)[0], dtype=value.dtype)
 
 
 def _sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
@@ -182,7 +211,17 @@ def range_(ctx, start, limit, delta):
     start = ctx.static(start, "start")
     limit = ctx.static(limit, "limit")
     delta = ctx.static(delta, "delta")
-    n = max(int(np.ceil((limit.astype(np.float64) - start) / delta)), 0)
+    if start.size != 1 or limit.size != 1 or delta.size != 1:
+        raise ctx.error(
+            f"start, limit and delta must be scalars, got shapes {start.shape}, {limit.shape} and {delta.shape}"
+        )
+    start, limit, delta = start.reshape(()), limit.reshape(()), delta.reshape(())
+    span = (limit.astype(np.float64) - start) / delta if delta != 0 else np.nan
+    if not np.isfinite(span):
+        raise ctx.error(f"Range({start}, {limit}, {delta}) has no finite length (delta 0, or a bound not finite)")
+    n = max(int(np.ceil(span)), 0)
+    check_alloc(ctx, (n,), start.dtype)
+    check_alloc(ctx, [n], start.dtype)
     return (start + np.arange(n, dtype=start.dtype) * delta).astype(start.dtype)
 
 
@@ -190,7 +229,12 @@ def range_(ctx, start, limit, delta):
 @register_op("Concat")
 def concat(ctx, *inputs, axis):
     """Join tensors along ``axis``."""
-    return xp_of(*inputs).concatenate(inputs, axis=axis)
+    ndim = inputs[0].ndim
+    a = _norm_axis(ctx, axis, ndim)
+    shapes = [tuple(v.shape) for v in inputs]
+    if any(len(sh) != ndim or sh[:a] + sh[a + 1 :] != shapes[0][:a] + shapes[0][a + 1 :] for sh in shapes):
+        raise ctx.error(f"cannot join tensors of shapes {shapes} along axis {axis}: the other axes must match")
+    return xp_of(*inputs).concatenate(inputs, axis=a)
 
 
 @register_op("Split", static_inputs=(1,))
@@ -207,6 +251,7 @@ def split(ctx, x, split_input=None, *, axis=0, split=None, num_outputs=None):
             raise ctx.error(f"cannot split an axis of size {dim} into {n} equal parts")
         sizes = [min(chunk, dim - i * chunk) for i in range(n)]
     sizes = [int(s) for s in sizes]
+    _check_shape(ctx, sizes, "split sizes")
     if sum(sizes) != dim:
         raise ctx.error(f"split sizes {sizes} do not add up to the axis size {dim}")
     bounds = np.cumsum([0, *sizes])
@@ -268,7 +313,16 @@ def gather(ctx, data, indices, *, axis=0):
     """``take(data, indices, axis)`` (``Embedding`` lookups, picking shape entries); negative indices wrap."""
     xp = xp_of(data, indices)
     axis = _norm_axis(ctx, axis, data.ndim)
+    _check_static_indices(ctx, indices, data.shape[axis])
     return xp.take(data, _wrap_indices(xp, indices, data.shape[axis]), axis=axis)
+
+
+def _check_static_indices(ctx, indices, dim: int) -> None:
+    """Static indices must lie in ``[-dim, dim - 1]`` (traced ones are clamped by JAX, as gathers are)."""
+    if is_static(indices) and indices.size:
+        lo, hi = int(np.min(indices)), int(np.max(indices))
+        if lo < -dim or hi >= dim:
+            raise ctx.error(f"indices {lo if lo < -dim else hi} is out of range for an axis of size {dim}")
 
 
 @register_op("GatherElements")
@@ -276,6 +330,9 @@ def gather_elements(ctx, data, indices, *, axis=0):
     """``take_along_axis``: ``out[i][j] = data[indices[i][j]][j]`` for ``axis=0``."""
     xp = xp_of(data, indices)
     axis = _norm_axis(ctx, axis, data.ndim)
+    if indices.ndim != data.ndim:
+        raise ctx.error(f"indices {tuple(indices.shape)} and data {tuple(data.shape)} must have the same rank")
+    _check_static_indices(ctx, indices, data.shape[axis])
     index = tuple(slice(None) if a == axis else slice(0, s) for a, s in enumerate(indices.shape))
     return xp.take_along_axis(data[index], _wrap_indices(xp, indices, data.shape[axis]), axis=axis)
 
@@ -285,7 +342,14 @@ def gather_nd(ctx, data, indices, *, batch_dims=0):
     """Gather slices of ``data`` addressed by the last axis of ``indices`` (after ``batch_dims`` shared axes)."""
     xp = xp_of(data, indices)
     b = batch_dims
+    if indices.ndim < 1 or not 0 <= b < min(data.ndim, indices.ndim) or data.shape[:b] != indices.shape[:b]:
+        raise ctx.error(
+            f"batch_dims={b} does not fit data {tuple(data.shape)} and indices {tuple(indices.shape)} (the first "
+            f"batch_dims axes must be shared)"
+        )
     k = indices.shape[-1]
+    if not 1 <= k <= data.ndim - b:
+        raise ctx.error(f"indices' last axis ({k}) must lie in [1, {data.ndim - b}] for data {tuple(data.shape)}")
     batch_shape = data.shape[:b]
     n_batch = math.prod(batch_shape)
     flat_data = data.reshape((n_batch, *data.shape[b:]))
@@ -300,8 +364,15 @@ def gather_nd(ctx, data, indices, *, batch_dims=0):
 def one_hot(ctx, indices, depth, values, *, axis=-1):
     """One-hot along a new ``axis``: ``values[1]`` where the index matches, ``values[0]`` elsewhere."""
     xp = xp_of(indices, values)
-    depth = int(ctx.static(depth, "depth").reshape(-1)[0])
+    depth = ctx.static(depth, "depth").reshape(-1)
+    if depth.size != 1 or not np.isfinite(depth[0]) or int(depth[0]) < 1:
+        raise ctx.error(f"depth must be one positive number, got {depth.tolist()}")
+    depth = int(depth[0])
+    if np.size(values) != 2:
+        raise ctx.error(f"values must hold 2 elements (off, on), got shape {tuple(np.shape(values))}")
+    values = values.reshape(-1)
     axis = _norm_axis(ctx, axis, indices.ndim + 1)
+    check_alloc(ctx, (*indices.shape, depth), values.dtype)
     idx = indices.astype(np.int64 if xp is np else jnp.int32)
     idx = xp.where(idx < 0, idx + depth, idx)
     classes = np.arange(depth).reshape((depth,) + (1,) * (indices.ndim - axis))
@@ -324,6 +395,7 @@ def pad(ctx, data, pads_input=None, constant_value=None, axes=None, *, mode="con
     for i, a in enumerate(ax):
         a = _norm_axis(ctx, a, data.ndim, "axes")
         width[a] = [amounts[i], amounts[i + len(ax)]]
+    check_alloc(ctx, [max(d + lo + hi, 0) for (lo, hi), d in zip(width, data.shape)], data.dtype)
     crop = tuple(slice(max(-lo, 0), d - max(-hi, 0)) for (lo, hi), d in zip(width, data.shape))
     data = data[crop]
     width = [(max(lo, 0), max(hi, 0)) for lo, hi in width]
@@ -340,6 +412,7 @@ def pad(ctx, data, pads_input=None, constant_value=None, axes=None, *, mode="con
 @register_op("DepthToSpace")
 def depth_to_space(ctx, x, *, blocksize, mode="DCR"):
     """Move channel blocks into ``blocksize x blocksize`` spatial blocks (``mode`` ``DCR`` or ``CRD``)."""
+    _check_blocks(ctx, x, blocksize, channels=True)
     n, c, h, w = x.shape
     b = blocksize
     xp = xp_of(x)
@@ -355,10 +428,22 @@ def depth_to_space(ctx, x, *, blocksize, mode="DCR"):
 @register_op("SpaceToDepth")
 def space_to_depth(ctx, x, *, blocksize):
     """Move ``blocksize x blocksize`` spatial blocks into channels (inverse of ``DepthToSpace`` in DCR mode)."""
+    _check_blocks(ctx, x, blocksize, channels=False)
     n, c, h, w = x.shape
     b = blocksize
     y = xp_of(x).transpose(x.reshape(n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4))
     return y.reshape(n, c * b * b, h // b, w // b)
+
+
+def _check_blocks(ctx, x, b, *, channels: bool) -> None:
+    if x.ndim != 4:
+        raise ctx.error(f"the input must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
+    if b < 1:
+        raise ctx.error(f"blocksize={b} must be positive")
+    if channels and x.shape[1] % (b * b):
+        raise ctx.error(f"the {x.shape[1]} channels do not divide into blocks of {b} x {b}")
+    if not channels and (x.shape[2] % b or x.shape[3] % b):
+        raise ctx.error(f"the spatial size {tuple(x.shape[2:])} is not a multiple of blocksize={b}")
 
 
 # ---------------------------------------------------------------- reductions
@@ -448,6 +533,8 @@ def top_k(ctx, x, k_input=None, *, axis=-1, largest=1, sorted=1, k=None):
     if k is None:
         raise ctx.error("TopK needs k")
     axis = _norm_axis(ctx, axis, x.ndim)
+    if not 0 <= k <= x.shape[axis]:
+        raise ctx.error(f"k={k} is out of range for an axis of size {x.shape[axis]}")
     xp = xp_of(x)
     moved = xp.moveaxis(x, axis, -1)
     if xp is np:
@@ -479,6 +566,8 @@ def cumsum(ctx, x, axis, *, exclusive=0, reverse=0):
 def trilu(ctx, x, k=None, *, upper=1):
     """Upper (``upper=1``) or lower triangle of the last two axes, from diagonal ``k``; the rest set to zero."""
     xp = xp_of(x)
+    if x.ndim < 2:
+        raise ctx.error(f"the input must have at least 2 axes, got shape {tuple(x.shape)}")
     k = 0 if k is None else int(ctx.static(k, "k").reshape(-1)[0])
     return xp.triu(x, k) if upper else xp.tril(x, k)
 

@@ -1,0 +1,33 @@
+"""The jaxsens error family (see :mod:`converters.errors` for the tree).
+
+Catch :class:`JaxsensError` to handle every failure caused by a bad model, data source, argument or option;
+anything else escaping jaxsens is a bug worth reporting.
+"""
+
+from converters.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ConversionError,
+    DataError,
+    DataFileNotFoundError,
+    JaxsensError,
+    MissingExtraError,
+    ModelFileError,
+    ModelFileNotFoundError,
+    UnsafeModelError,
+    UnsupportedOpError,
+)
+
+__all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
+    "ConversionError",
+    "DataError",
+    "DataFileNotFoundError",
+    "JaxsensError",
+    "MissingExtraError",
+    "ModelFileError",
+    "ModelFileNotFoundError",
+    "UnsafeModelError",
+    "UnsupportedOpError",
+]
