@@ -238,12 +238,7 @@ def run_importance(args, model) -> int:
     options = {k: v for k, v in method.options(args).items() if v is not None}
     start = time.perf_counter()
     if method.takes == "stream":
-        data = _data_arg(args)
-        header = _header_names(args.data, None) if args.target_column else None
-        if args.target_column and not set(model.feature_names or ()) <= set(header or ()):
-            # the header does not name the model's features, so the engine cannot pick them out of the stream
-            # by name: drop the target column in memory instead
-            _, _, data = _load_xy(args, model)
+        data = _data_arg(args)  # a --target-column is excluded from the streamed features
         bar = None if args.quiet else _progress_bar()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -344,6 +344,8 @@ def as_key(key, method: str):
     if key is None:
         raise ArgumentError(f"{method}() needs key=jax.random.key(seed) (explicit randomness; no global seed)")
     try:
+        if isinstance(key, str | bytes):
+            raise TypeError
         key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     except TypeError:
         raise ArgumentTypeError(
