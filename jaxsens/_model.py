@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -156,6 +157,8 @@ class Model:
         # a batch fixed at N > 1 (torch.onnx.export without dynamic axes): made symbolic where proved, else refused
         proto = make_batch_symbolic(proto, output=output, input_shape=input_shape)
         fn = OnnxFunction(proto, output=output)
+        if not fn.input_names:  # the interpreter evaluates such graphs (constant folding), but a model needs input
+            raise ConversionError("the graph has no inputs (every input is an initializer); nothing to explain")
         shapes = _input_shapes(fn, input_shape)
         in_shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
         params = {k: jnp.asarray(v) for k, v in fn.params.items()}
@@ -328,6 +331,20 @@ def _input_shapes(fn, input_shape) -> list[tuple[int, ...]]:
             )
             raise ConversionError(f"ONNX input {name!r} has shape {shown} with unknown non-batch axes; {hint}")
         shapes.append(tuple(per_sample))
+    from converters.onnx_to_jax.registry import max_tensor_bytes
+
+    for name, shape, dt in zip(fn.input_names, shapes, fn.input_dtypes):  # before ops size arrays from them
+        if any(d < 1 for d in shape):
+            raise ConversionError(
+                f"ONNX input {name!r} declares a per-sample shape {shape} with an empty or negative axis: a "
+                f"sample would hold no values (corrupt file?)"
+            )
+        if math.prod(shape) * dt.itemsize > max_tensor_bytes():
+            raise ConversionError(
+                f"ONNX input {name!r} declares a per-sample shape {shape}: more than the budget of "
+                f"{max_tensor_bytes():,} bytes per tensor (corrupt file? raise JAXSENS_MAX_TENSOR_BYTES if it "
+                f"is real)"
+            )
     return shapes
 
 

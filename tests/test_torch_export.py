@@ -24,10 +24,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")  # the default (dynamo) exporter writes its graphs with onnxscript
 
-import jax  # noqa: E402
+import jax
 
-import jaxsens  # noqa: E402
-from jaxsens.errors import ConversionError  # noqa: E402
+import jaxsens
+from jaxsens.errors import ConversionError
 
 nn = torch.nn
 
@@ -158,7 +158,7 @@ def _assert_close(got, want, rel: float, what: str) -> float:
 def _torch_jacobians(model, xs):
     """Per-sample Jacobians ``[n, *output_shape, *input_shape]`` with ``torch.func.jacrev``, one sample at a time
     (``torch.func.vmap`` has no batching rule for ``torch.nn.GRU``)."""
-    f = lambda x: model(x.unsqueeze(0)).squeeze(0)  # noqa: E731
+    f = lambda x: model(x.unsqueeze(0)).squeeze(0)
     return np.stack([torch.func.jacrev(f)(x).detach().numpy() for x in torch.as_tensor(xs)])
 
 
@@ -198,6 +198,57 @@ def test_a_hidden_size_equal_to_the_batch_is_not_taken_for_the_batch(tmp_path, e
     _assert_close(_jacobians(model, xs[:3]), _torch_jacobians(torch_model, xs[:3]), JAC_TOL, "Jacobian")
 
 
+class _ClassToken(nn.Module):
+    """A ViT-style class token: ``cat([cls.expand(batch, -1, -1), h])`` (a weight expanded to the batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, 8))
+        self.proj = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.cat([self.cls.expand(x.size(0), -1, -1), self.proj(x)], dim=1)
+        return self.head(torch.tanh(h).sum(1))
+
+
+class _TokenLSTM(nn.Module):
+    """Token ids -> Embedding -> LSTM from an explicit zero state ``torch.zeros(1, batch, hidden)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 6)
+        self.rnn = nn.LSTM(6, 5, batch_first=True)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, ids):
+        h0 = torch.zeros(1, ids.size(0), 5)
+        y, _ = self.rnn(self.emb(ids), (h0, torch.zeros_like(h0)))
+        return self.head(y[:, -1])
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("cls", [_ClassToken, _TokenLSTM], ids=["class-token", "token-lstm"])
+def test_batch_sized_weights_states_and_token_ids_follow_the_batch(tmp_path, exporter, cls):
+    torch_model = _torch_model(cls)
+    integer = cls is _TokenLSTM
+    shape = (4,) if integer else (3, 4)
+    path = str(tmp_path / "model.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        example = torch.randint(0, 10, (2, *shape)) if integer else torch.randn(2, *shape)
+        torch.onnx.export(torch_model, (example,), path, input_names=["x"],
+                          **({"dynamo": False} if exporter == "torchscript" else {}))
+    model = jaxsens.load_model(path)
+    assert model.batched  # rewritten: a symbolic batch
+    rng = np.random.default_rng(6)
+    xs = rng.integers(0, 10, (37, *shape)) if integer else rng.standard_normal((37, *shape)).astype(np.float32)
+    with torch.no_grad():
+        want = torch_model(torch.as_tensor(xs)).numpy()
+    for n in (1, 2, 37):
+        _assert_close(model(xs[:n]), want[:n], PRED_TOL, f"prediction at batch {n}")
+
+
 class _PerRowOffset(nn.Module):
     """Adds a learned offset per *row of the batch*: a graph whose meaning depends on the batch size."""
 
@@ -220,3 +271,92 @@ def test_a_batch_that_cannot_be_freed_is_refused_with_the_export_to_redo(tmp_pat
     assert "differs from row to row" in message  # why: the offset is not one value repeated for every sample
     assert "dynamic_axes={'x': {0: 'batch'}}" in message
     assert "dynamic_shapes=({0: torch.export.Dim('batch')},)" in message
+
+
+@pytest.mark.parametrize("name", ["lstm", "cnn"])
+def test_the_default_exporter_with_legacy_dynamic_axes(tmp_path, name):
+    """Calls written for the TorchScript exporter keep ``dynamic_axes=`` when torch's default becomes dynamo."""
+    cls, shape = MODELS[name]
+    torch_model = _torch_model(cls)
+    path = str(tmp_path / f"{name}.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch_model, (torch.randn(2, *shape),), path, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}})
+    model = jaxsens.load_model(path)
+    xs = np.random.default_rng(5).standard_normal((37, *shape)).astype(np.float32)
+    with torch.no_grad():
+        want = torch_model(torch.as_tensor(xs)).numpy()
+    for n in (1, 2, 37):
+        _assert_close(model(xs[:n]), want[:n], PRED_TOL, f"prediction at batch {n}")
+
+
+# ---------------------------------------------------------------- fixed-batch ONNX graphs, beyond torch's patterns
+def _fixed_batch_graph(nodes, inits=(), *, batch=3, n_in=4):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, n_in])], list(inits),
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_a_reshape_merging_and_splitting_the_batch_is_rewritten():
+    from onnx import helper, numpy_helper
+
+    proto = _fixed_batch_graph([
+        helper.make_node("Reshape", ["x", "flat"], ["f"]),  # [3, 4] -> [12]: the batch merged with the features
+        helper.make_node("Tanh", ["f"], ["t"]),
+        helper.make_node("Reshape", ["t", "rows"], ["y"]),  # [12] -> [3, 4]
+    ], [numpy_helper.from_array(np.array([12]), "flat"), numpy_helper.from_array(np.array([3, 4]), "rows")])
+    model = jaxsens.Model.from_onnx(proto)
+    xs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    _assert_close(model(xs), np.tanh(xs), PRED_TOL, "prediction")
+
+
+def test_an_op_without_a_rule_keeps_the_graph_per_sample_when_that_is_its_meaning():
+    from onnx import helper, numpy_helper
+
+    w = np.random.default_rng(1).standard_normal((4, 4)).astype(np.float32)
+    proto = _fixed_batch_graph([helper.make_node("Einsum", ["x", "w"], ["y"], equation="bi,ij->bj")],
+                               [numpy_helper.from_array(w, "w")])
+    model = jaxsens.Model.from_onnx(proto)
+    assert not model.batched  # not rewritten: one sample at a time, proved equal to the graph at its batch of 3
+    xs = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    _assert_close(model(xs), xs @ w, PRED_TOL, "prediction")
+
+
+def test_a_fixed_batch_reduced_or_normalised_over_keeps_the_row_checks_verdict():
+    from onnx import helper
+
+    centre = _fixed_batch_graph([helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1, name="centre"),
+                                 helper.make_node("Sub", ["x", "m"], ["y"])])
+    with pytest.warns(UserWarning, match=r"ReduceMean node 'centre' mixes the rows of a batch"):
+        jaxsens.Model.from_onnx(centre)
+    softmax = _fixed_batch_graph([helper.make_node("Softmax", ["x"], ["y"], axis=0, name="norm")])
+    with pytest.raises(ConversionError, match=r"Softmax node 'norm' normalises over axis 0, the batch axis"):
+        jaxsens.Model.from_onnx(softmax)
+
+
+def test_the_numerical_confirmation_catches_a_wrong_provenance(monkeypatch):
+    """Fault injection: a rule that takes the first axis of the batch's size for the batch (what a rewrite by value
+    would do) passes the shape checks on this graph; the confirmation at other batch sizes refuses it."""
+    from onnx import helper, numpy_helper
+
+    from converters.onnx_to_jax import batch_axis
+
+    proto = _fixed_batch_graph([
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),  # [4, 2]: the batch on axis 1
+        helper.make_node("Reshape", ["t", "split"], ["r"]),  # [2, 2, 2]: the batch on axis 2
+        helper.make_node("Tanh", ["r"], ["h"]),
+        helper.make_node("Transpose", ["h"], ["u"], perm=[2, 0, 1]),
+        helper.make_node("Reshape", ["u", "rows"], ["y"]),
+    ], [numpy_helper.from_array(np.array([2, 2, 2]), "split"), numpy_helper.from_array(np.array([2, 4]), "rows")],
+        batch=2)
+    xs = np.random.default_rng(4).standard_normal((5, 4)).astype(np.float32)
+    _assert_close(jaxsens.Model.from_onnx(proto)(xs), np.tanh(xs), PRED_TOL, "prediction")  # the real rules
+    by_value = lambda layout, shape, new, n: (list(new).index(n), 1, 1) if n in new else None
+    monkeypatch.setattr(batch_axis, "_flat", by_value)
+    with pytest.raises(ConversionError, match=r"fixes the batch at 2.*does not reproduce the original at batch 2"):
+        jaxsens.Model.from_onnx(proto)

@@ -15,19 +15,24 @@ the example's batch size ``N``: the input is declared ``[N, ...]`` and the batch
    tensor gets its target with ``-1`` on the batch axis (its other entries are batch-free, so they are resolved
    to constants); an ``Expand`` / ``Slice`` constant equal to the batch on the batch axis becomes ``1`` / "to the
    end"; a batch-free operand of size ``N`` along the batch axis (a zero state, a constant expanded to the batch)
-   must be constant along it, and is sliced to size 1 (broadcasting ops) or sliced and expanded to
-   ``Shape(x)[axis]`` (ops that need the exact size: RNN states, ``Concat``). A constant that equals ``N`` by
+   must be constant along it, and is cut to one row (a weight or ``Constant``: stored so; else a ``Slice``) for
+   broadcasting ops, then expanded to ``Shape(x)[axis]`` for ops that need the exact size (RNN states,
+   ``Concat``). A constant that equals ``N`` by
    coincidence (a hidden size of 2 with a batch of 2) is never touched: only the batch axis of a batch-carrying
    tensor, as the rules trace it, is.
-3. **Confirmation.** The rewritten graph, at batch 1 and at batch ``N + 1``, must reproduce the original graph run
-   at its own batch ``N`` row for row (two overlapping chunks of ``N`` rows, which also shows the original's rows
-   to be independent).
+3. **Confirmation.** On ``N + 1`` random rows, the rewritten graph at batch ``N + 1`` must reproduce the original
+   graph run at its own batch ``N`` on the first ``N`` rows; at batch 1 it must reproduce the first row (a row
+   alone gives what it gives among ``N``: the original's rows do not depend on each other) and its own last row.
+   A wrong rewrite mixes rows (errors of the order of the outputs) or fails on shapes; the tolerance, ``1e-4`` of
+   the largest output, leaves room for float32 rounding only.
 
 Anything not proved (an op without a rule on the batch path, a batch-free operand varying along the batch axis, a
-reshape splitting the batch, a failed confirmation) leaves the rewrite undone: the original graph is then kept
-only if running it one sample at a time (a batch of 1) reproduces it at batch ``N`` (what jaxsens did before); a
-graph that fails there is refused with a :class:`~converters.errors.ConversionError` that says the graph fixes the
-batch at ``N``, why it could not be freed, and shows the ``torch.onnx.export`` call to re-export with.
+reshape splitting the batch, a failed confirmation) leaves the rewrite undone. The original graph is then kept
+when running it one sample at a time (a batch of 1, what jaxsens did before) reproduces it at batch ``N``, or when
+it reduces or normalises over the batch axis (the row check, :mod:`converters.onnx_to_jax.rows`, then warns or
+refuses naming the node); otherwise it is refused with a :class:`~converters.errors.ConversionError` that says the
+graph fixes the batch at ``N``, why it could not be freed, and shows the ``torch.onnx.export`` call to re-export
+with. A fixed batch of 1 is left alone: one sample at a time is that graph's own meaning.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from converters.errors import ConversionError
+from converters.onnx_to_jax.registry import max_tensor_bytes
 
 __all__ = ["Layout", "make_batch_symbolic", "reexport_hint"]
 
@@ -86,10 +92,10 @@ def reexport_hint(input_names: Sequence[str]) -> str:
     dims = ", ".join("{0: torch.export.Dim('batch')}" for _ in input_names)
     names = ", ".join(repr(n) for n in input_names)
     return (
-        f"re-export it with a symbolic batch axis: torch.onnx.export(model, args, path, dynamo=False, "
-        f"input_names=[{names}], dynamic_axes={{{axes}}}), or with the default exporter "
-        f"torch.onnx.export(model, args, path, dynamic_shapes=({dims},)) (one entry per forward argument); from "
-        f"other exporters, declare the first input axis symbolic (e.g. tf2onnx with a [None, ...] input signature)"
+        f"torch.onnx.export(model, args, path, dynamo=False, input_names=[{names}], dynamic_axes={{{axes}}}), or "
+        f"with the default exporter torch.onnx.export(model, args, path, dynamic_shapes=({dims},)) (one entry per "
+        f"forward argument); other exporters: declare the first input axis symbolic (e.g. tf2onnx with a "
+        f"[None, ...] input signature)"
     )
 
 
@@ -123,6 +129,8 @@ def make_batch_symbolic(
         return proto
     fn = OnnxFunction(proto, output=output)
     dtypes = list(fn.input_dtypes)
+    if any((n + 1) * math.prod(s) * d.itemsize > max_tensor_bytes() for s, d in zip(shapes, dtypes)):
+        return proto  # a corrupt or huge declared input: Model.from_onnx refuses it before anything is drawn
     params = {k: np.asarray(v) for k, v in fn.params.items()}
     xs = _draw(shapes, dtypes, n + 1)
     try:
@@ -146,22 +154,22 @@ def make_batch_symbolic(
     try:
         rows = [x[:n] for x in xs]
         per_sample = np.asarray(jax.vmap(fn, in_axes=(None, 0))(params, tuple(rows) if len(rows) > 1 else rows[0]))
-    except Exception as e:  # noqa: BLE001 - the graph's own error, e.g. a Reshape to [N, 144] on one sample
-        raise ConversionError(_refusal(fn, inputs, n, reason, f"run one sample at a time it fails ({e})")) from e
+    except Exception as e:
+        raise ConversionError(_refusal(fn, inputs, n, reason, f"it fails ({e})")) from e
     if _close(per_sample, ref):
         return proto
     if _per_sample_policy_speaks(fn, params, shapes):
         return proto  # an op reducing / normalising over the batch: the row check warns or refuses, naming it
     raise ConversionError(
-        _refusal(fn, inputs, n, reason, "run one sample at a time it gives other numbers than at its own batch size")
+        _refusal(fn, inputs, n, reason, "it gives other numbers than at its own batch size")
     )
 
 
 def _refusal(fn, inputs, n: int, reason: str, per_sample: str) -> str:
-    declared = ", ".join(f"{vi.name!r} declared {_dims(vi)}" for vi in inputs)
+    declared = ", ".join(f"{vi.name!r} is declared {_dims(vi)}" for vi in inputs)
     return (
-        f"the graph fixes the batch at {n} (input {declared}; e.g. torch.onnx.export without dynamic axes) and "
-        f"jaxsens cannot make that axis symbolic: {reason}; and {per_sample}. Export the model again with a "
+        f"the graph fixes the batch at {n} (input {declared}: an export without dynamic axes) and jaxsens cannot "
+        f"make that axis symbolic: {reason}; run one sample at a time, {per_sample}. Export the model again with a "
         f"symbolic batch axis: {reexport_hint(fn.input_names)}"
     )
 
@@ -256,7 +264,7 @@ def _confirm(rewritten, output, xs, ref) -> None:
         run = _runner(fn, {k: np.asarray(v) for k, v in fn.params.items()})
         first, last = (run([x[k : k + 1] for x in xs]) for k in (0, n))
         rows = run(xs)
-    except Exception as e:  # noqa: BLE001 - the rewritten graph fails: not proved
+    except Exception as e:
         raise _Unproven(f"the rewritten graph fails: {type(e).__name__}: {e}") from e
     for batch, got, want in ((1, first, ref[:1]), (n + 1, rows[:n], ref), (n + 1, rows[n:], last)):
         if not _close(got, want):
@@ -315,7 +323,7 @@ def _evaluate(fn, n: int, shapes, dtypes) -> dict[str, Any]:
 
     try:
         jax.eval_shape(run, *[jax.ShapeDtypeStruct((n, *s), d) for s, d in zip(shapes, dtypes)])
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise _Unproven(f"the graph cannot be evaluated at its own batch size {n}: {e}") from e
     return seen
 
@@ -338,6 +346,8 @@ class _Plan:
         self.followed: dict[tuple, str] = {}  # (tensor, axis, ref) -> the copy that follows the batch
         self.names = {o for nd in proto.graph.node for o in nd.output} | {t.name for t in proto.graph.initializer}
         self.names |= {vi.name for vi in proto.graph.input}
+        self.stored = {t.name for t in proto.graph.initializer}
+        self.stored |= {o for nd in proto.graph.node if nd.op_type == "Constant" for o in nd.output}
 
     # ------------------------------------------------------------ tensor facts
     def shape(self, name: str) -> tuple[int, ...]:
@@ -468,7 +478,9 @@ class _Plan:
         except Exception:  # noqa: BLE001
             self._unknown(node)
             return
-        self.primed[node.outputs[0]] = np.asarray(out[node.outputs[0]])
+        y = node.outputs[0]
+        if not np.array_equal(out[y], self.value(y, f"{node.op_type} node {node.name!r}")):
+            self.primed[y] = np.asarray(out[y])  # e.g. Shape(x, start=1) leaves the batch out: nothing follows
 
     # ------------------------------------------------------------ edits
     def key(self, node) -> tuple:
@@ -496,15 +508,18 @@ class _Plan:
         if not np.array_equal(value, np.take(value, [0], axis=axis).repeat(value.shape[axis], axis=axis),
                               equal_nan=value.dtype.kind == "f"):
             raise _Unproven(
-                f"{node.op_type} node {node.name!r}: input {name!r} of shape {list(value.shape)} has the batch size "
-                f"{self.n} along the batch axis ({axis}) and differs from row to row, so it is not a state or "
-                f"constant repeated for every sample"
+                f"{node.op_type} node {node.name!r}: input {name!r} of shape {list(value.shape)} spans the batch "
+                f"axis ({axis}, batch size {self.n}) and differs from row to row, so it is not a state or constant "
+                f"repeated for every sample"
             )
-        starts = self.constant(f"{name}_start", [0])
-        ends = self.constant(f"{name}_end", [1])
-        axes = self.constant(f"{name}_axis", [axis])
         sliced = self.fresh(f"{name}_row")
-        self.insert(node, helper.make_node("Slice", [name, starts, ends, axes], [sliced], name=self.fresh(sliced)))
+        if name in self.stored:  # a weight or a Constant: stored as its one row (the same at every export batch)
+            self.inits.append(numpy_helper.from_array(np.take(value, [0], axis=axis), sliced))
+        else:
+            starts = self.constant(f"{name}_start", [0])
+            ends = self.constant(f"{name}_end", [1])
+            axes = self.constant(f"{name}_axis", [axis])
+            self.insert(node, helper.make_node("Slice", [name, starts, ends, axes], [sliced], name=self.fresh(sliced)))
         if ref is not None:
             tensor, ref_axis = ref
             if self.layouts.get(tensor, (None, 0, 0))[1:] != (1, 1):
@@ -537,6 +552,8 @@ class _Plan:
             nodes.extend(self.before.get(key, ()))
             for slot, name in self.renamed.get(key, {}).items():
                 nd.input[slot] = name
+            if key in self.renamed:
+                del nd.metadata_props[:]  # e.g. the torch call it was exported from, with the old batch size
             nodes.append(nd)
         del g.node[:]
         g.node.extend(nodes)
@@ -628,7 +645,7 @@ def _broadcast(plan: _Plan, node):
 def _flat(layout: Layout, shape: Sequence[int], new: Sequence[int], n: int) -> Layout | None:
     """Where a reshape of ``shape`` (batch at ``layout``) to ``new`` puts the batch: the row-major layout keeps the
     batch index as a middle factor of one axis, or ``None`` when the batch would straddle axes."""
-    a, o, i = layout
+    a, _, i = layout  # the elements after one batch index fix where it lands; those before follow
     if 0 in shape or 0 in new:
         return None
     q = i * math.prod(shape[a + 1 :])  # elements after one batch index
@@ -791,7 +808,7 @@ def _slice(plan: _Plan, node):
         axes = list(node.attrs.get("axes", range(len(starts))))
         steps, ends_name = [1] * len(starts), None
     else:
-        get = lambda k, what: [int(v) for v in np.ravel(plan.value(node.inputs[k], f"{where}: {what}"))]  # noqa: E731
+        get = lambda k, what: [int(v) for v in np.ravel(plan.value(node.inputs[k], f"{where}: {what}"))]
         starts, ends = get(1, "starts"), get(2, "ends")
         axes = get(3, "axes") if len(node.inputs) > 3 and node.inputs[3] else list(range(len(starts)))
         steps = get(4, "steps") if len(node.inputs) > 4 and node.inputs[4] else [1] * len(starts)
@@ -845,7 +862,7 @@ def _concat(plan: _Plan, node):
 
 
 def _split(plan: _Plan, node):
-    _only(plan, node, (0, 1))
+    _only(plan, node, (0,))
     a, o, i = plan.layouts[node.inputs[0]]
     rank = len(plan.shape(node.inputs[0]))
     if _axis(int(node.attrs.get("axis", 0)), rank) == a:
@@ -854,7 +871,7 @@ def _split(plan: _Plan, node):
 
 
 def _pad(plan: _Plan, node):
-    _only(plan, node, (0, 1, 2, 3))
+    _only(plan, node, (0,))
     x = node.inputs[0]
     a, o, i = plan.layouts[x]
     rank = len(plan.shape(x))

@@ -479,6 +479,11 @@ def _check_structure(graph: onnx.GraphProto, outer: frozenset[str] | set[str] = 
             for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 _check_structure(sub, defined, f" (in a sub-graph of {_node_label(n, i)}{where})", missing=missing)
         defined.update(o for o in n.output if o)
+    unmade = [vi.name for vi in graph.output if vi.name not in defined] if where and missing else []
+    if unmade:  # a sub-graph's output (the main graph's are checked against the chosen output)
+        raise ConversionError(
+            f"output {unmade[0]!r}{where} is produced by no node, initializer or input (corrupt graph?)"
+        )
 
 
 def _check_unique_names(graph: onnx.GraphProto, where: str) -> None:
@@ -659,14 +664,12 @@ class OnnxFunction:
         self.input_shapes = tuple(_value_shape(vi) for vi in graph_inputs)
         dtypes = [_elem_dtype(vi) for vi in graph_inputs]
         for vi, dt in zip(graph_inputs, dtypes):
-            if dt is None or dt.kind not in "fiub":
+            if not _numeric(dt):
                 raise ConversionError(
-                    f"graph input {vi.name!r} is not a numeric tensor (type {_type_text(vi)}); jaxsens feeds "
-                    f"numeric arrays only (corrupt file, or a model taking strings / sequences / maps?)"
+                    f"graph input {vi.name!r} is {_type_text(vi)}; jaxsens feeds tensors of float16 / float32 / "
+                    f"float64, integers and bools ({_NOT_FED} inputs are not supported)"
                 )
         self.input_dtypes = tuple(dtypes)
-        if not self.input_names:
-            raise ConversionError("the graph has no inputs (every input is an initializer); nothing to explain")
         self._layers = self._find_layers()
         self.layer_names = tuple(self._layers)
         self.fingerprint = self._fingerprint(graph)
@@ -737,13 +740,16 @@ class OnnxFunction:
         if output is not None:
             raise ArgumentTypeError(f"output= takes an output name or index, got {type(output).__name__}")
         for name, dt in zip(self.output_names, self.output_dtypes):
-            if dt.kind == "f":
+            if _numeric(dt) and dt.kind == "f":
                 return name
         # scikit-learn classifiers exported with ZipMap: explain the probability tensor that feeds it.
         for node in graph.node:
             if node.op_type == "ZipMap" and any(o in self.output_names for o in node.output):
                 return node.input[0]
-        raise ConversionError(f"the graph has no floating-point output (outputs: {self.output_names})")
+        _refuse_output(
+            graph, self.output_names, "the graph has no floating-point output",
+            "name an integer or bool output with output=, or add a Cast to float32 at the end of the model",
+        )  # fmt: skip
 
     def _numeric_output(self, name: str, graph: onnx.GraphProto) -> str:
         """An output chosen by name or index: a ``ZipMap``'s sequence of maps is explained as the probability
@@ -751,12 +757,13 @@ class OnnxFunction:
         zipmap = next((n for n in graph.node if n.op_type == "ZipMap" and name in n.output), None)
         if zipmap is not None:
             return zipmap.input[0]
-        if self.output_dtypes[self.output_names.index(name)].kind not in "fiub":
-            raise ConversionError(
-                f"output {name!r} is not a numeric tensor (e.g. string class labels); jaxsens explains numeric "
-                f"outputs: leave output= unset to explain the first floating-point one (a scikit-learn "
-                f"classifier's probabilities), or name another of {self.output_names}"
-            )
+        if not _numeric(self.output_dtypes[self.output_names.index(name)]):
+            others = f", or name another of {self.output_names}" if len(self.output_names) > 1 else ""
+            _refuse_output(
+                graph, [name], f"output {name!r} is not a numeric tensor",
+                f"leave output= unset to explain the first floating-point output (a scikit-learn classifier's "
+                f"probabilities){others}, or add a Cast to float32 at the end of the model",
+            )  # fmt: skip
         return name
 
     def _find_layers(self) -> dict[str, str]:
@@ -877,8 +884,44 @@ def metadata_json(metadata: Mapping[str, str], key: str, kind: type, default):
 def _type_text(vi: onnx.ValueInfoProto) -> str:
     kind = vi.type.WhichOneof("value")
     if kind == "tensor_type":
-        return f"tensor of element type {vi.type.tensor_type.elem_type}"
-    return kind or "undefined"
+        code = vi.type.tensor_type.elem_type
+        name = onnx.TensorProto.DataType.Name(code).lower() if code in onnx.TensorProto.DataType.values() else "?"
+        return f"a tensor of {name} (ONNX element type {code})"
+    kinds = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map"}
+    return kinds.get(kind, f"a {kind or 'value of undefined type'}")
+
+
+# What jaxsens feeds and explains at the model boundary: float16 / 32 / 64, integer and bool tensors (numpy kinds
+# "fiub"; ml_dtypes' float8 / bfloat16 / 4-bit types are kind "V", or "f" of one byte).
+_NOT_FED = "bfloat16, float8, float4, 4-bit and 2-bit integer, string, sequence, optional and map"
+
+
+def _numeric(dt: np.dtype | None) -> bool:
+    return dt is not None and (dt.kind in "iub" or (dt.kind == "f" and dt.itemsize >= 2))
+
+
+def _refuse_output(graph: onnx.GraphProto, names, problem: str, hint: str) -> None:
+    """Refuse outputs ``names`` that jaxsens cannot explain, naming each one's type and the node producing it (an
+    :class:`UnsupportedOpError` when an op computing it is not in the registry)."""
+    infos = {vi.name: vi for vi in graph.output}
+    described = []
+    for name in names:
+        for g in _iter_graphs(_pruned(graph, name)):
+            for i, n in enumerate(g.node):
+                domain = n.domain if n.domain not in ("ai.onnx",) else ""
+                if get_op(n.op_type, domain) is None:
+                    where = f"{domain}:{n.op_type}" if domain else n.op_type
+                    raise UnsupportedOpError(
+                        f"{problem}: output {name!r} is computed with ONNX op {where!r} (node {n.name or i!r}), "
+                        f"which is not supported by jaxsens. Supported ops: {', '.join(supported_ops(None))}"
+                    )
+        producer = next(((i, n) for i, n in enumerate(graph.node) if name in n.output), None)
+        source = f"from {_node_label(*producer[::-1])}" if producer else "a graph input or initializer"
+        described.append(f"{name!r}: {_type_text(infos[name])}, {source}")
+    raise ConversionError(
+        f"{problem} ({'; '.join(described)}); jaxsens explains tensors of float16 / float32 / float64, integers and "
+        f"bools ({_NOT_FED} outputs are not supported): {hint}"
+    )
 
 
 def _check_node_attributes(nodes: Sequence[_Node]) -> None:

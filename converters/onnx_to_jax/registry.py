@@ -186,7 +186,7 @@ def check_alloc(ctx: OpContext | None, shape, dtype) -> None:
 # or attribute and the bad value, instead of failing somewhere inside numpy / jax.numpy.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onnx_schema(op_type: str, domain: str, opset: int):
     """The ONNX ``OpSchema`` of ``op_type`` in force at ``opset`` (``None``: no such op / version / domain)."""
     if domain or opset < 1:
@@ -208,7 +208,7 @@ def _canonical(dtype) -> np.dtype:
     return np.dtype(_NARROW.get(dt.name, dt.name)) if dt.name in _NARROW else dt
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_str_dtype(type_str: str):
     """``tensor(float)`` -> the canonical numpy dtype (:func:`_canonical`); ``None`` for non-tensor or exotic
     types."""
@@ -226,7 +226,7 @@ def _type_str_dtype(type_str: str):
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _latest_schema(op_type: str):
     import onnx
 
@@ -234,6 +234,16 @@ def _latest_schema(op_type: str):
         return onnx.defs.get_schema(op_type)
     except Exception:  # noqa: BLE001
         return None
+
+
+@functools.cache
+def _first_version(op_type: str) -> int | None:
+    """The first ai.onnx opset that defines ``op_type``."""
+    import onnx
+
+    schemas = onnx.defs.get_all_schemas_with_history()
+    versions = [s.since_version for s in schemas if s.name == op_type and not s.domain]
+    return min(versions) if versions else None
 
 
 def _type_strs(schema, type_str: str) -> list[str]:
@@ -270,7 +280,15 @@ _ATTR_KINDS = {  # OpSchema.AttrType value -> (description, check of the decoded
     7: ("a list of ints", lambda v: isinstance(v, list) and all(isinstance(x, int | np.integer) for x in v)),
     8: ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     9: ("a list of tensors", lambda v: isinstance(v, list) and all(isinstance(x, np.ndarray) for x in v)),
+    5: ("a graph", lambda v: _is_graph(v)),
+    10: ("a list of graphs", lambda v: isinstance(v, list) and all(_is_graph(x) for x in v)),
 }
+
+
+def _is_graph(value) -> bool:
+    import onnx
+
+    return isinstance(value, onnx.GraphProto)
 
 
 # int attributes that are flags: any other value than 0 / 1 is corrupt (and onnxruntime reads them as 32-bit ints,
@@ -286,6 +304,8 @@ _FLAGS = frozenset({
 def _describe(value) -> str:
     if isinstance(value, np.ndarray):
         return f"a tensor of shape {list(value.shape)}"
+    if isinstance(value, list) and not value:
+        return "an empty list"
     if isinstance(value, list):
         kinds = sorted({type(v).__name__ for v in value})
         return f"a list of {'/'.join(kinds) or 'nothing'} {_short(value)}"
@@ -330,26 +350,42 @@ def check_node_call(ctx, op_type, domain, args, attrs, names=(), n_required=0, v
     """
     where = f"{op_type} node {ctx.node_name!r}"
     schema = onnx_schema(op_type, domain, int(ctx.opset))
+    first = _first_version(op_type) if schema is None and not domain else None
+    if first is not None and int(ctx.opset) < first:
+        raise ConversionError(
+            f"{where}: ONNX {op_type} does not exist at the model's opset {ctx.opset} (it appears at opset "
+            f"{first}); the model declares the wrong opset (corrupt or hand-edited file?)"
+        )
     n = len(args)
     labels = [f"input {i}" + (f" ({ctx.input_names[i]!r})" if i < len(ctx.input_names) else "") for i in range(n)]
     if schema is not None:
+        from onnx.defs import OpSchema
+
+        single = OpSchema.FormalParameterOption.Single
+        variadic_option = OpSchema.FormalParameterOption.Variadic
         params = list(schema.inputs)
         formal = [p.name for p in params]
-        Option = type(params[0].option) if params else None
-        last_variadic = bool(params) and params[-1].option == Option.Variadic
+        last_variadic = bool(params) and params[-1].option == variadic_option
         if n > schema.max_input:
             raise ConversionError(
                 f"{where} has {n} inputs; ONNX {op_type} (opset {ctx.opset}) takes at most {schema.max_input} "
                 f"({', '.join(formal)})"
             )
         for i, p in enumerate(params):
-            if p.option == Option.Single and (i >= n or args[i] is None):
+            if p.option == single and (i >= n or args[i] is None):
                 got = "it is missing" if i >= n else "it is empty"
                 raise ConversionError(
                     f"{where} needs input {i} ({p.name}) of ONNX {op_type} (opset {ctx.opset}), but {got}"
                 )
-        if last_variadic and params[-1].option == Option.Variadic and n < schema.min_input:
+        if last_variadic and n < schema.min_input:
             raise ConversionError(f"{where} has {n} inputs; ONNX {op_type} needs at least {schema.min_input}")
+        if last_variadic and op_type not in ("Loop", "Scan", "If"):
+            empty = [i for i in range(len(params) - 1, n) if args[i] is None]
+            if empty:
+                raise ConversionError(
+                    f"{where}: input {empty[0]} of the list {params[-1].name} is empty; ONNX {op_type} takes "
+                    f"no omitted inputs there"
+                )
     if not variadic and n > len(names):
         extra = [labels[i] for i in range(len(names), n) if args[i] is not None]
         if extra:
@@ -366,9 +402,14 @@ def check_node_call(ctx, op_type, domain, args, attrs, names=(), n_required=0, v
         return
     for name, value in attrs.items():
         spec = schema.attributes.get(name)
-        kind = _ATTR_KINDS.get(int(spec.type)) if spec is not None else None
+        if spec is None:  # an attribute of another opset's form of the op (e.g. Slice's axes before opset 10)
+            raise ConversionError(
+                f"{where} has the attribute {name!r}, which ONNX {op_type} does not define at opset "
+                f"{ctx.opset} (its attributes there: {sorted(schema.attributes) or 'none'})"
+            )
+        kind = _ATTR_KINDS.get(int(spec.type))
         if kind is not None and not kind[1](value):
-            if isinstance(value, list) and not value:
+            if isinstance(value, list) and not value and kind[0].startswith("a list"):
                 continue  # an empty list is a valid value of every list type
             raise ConversionError(
                 f"{where}: attribute {name!r} is {_describe(value)}; ONNX {op_type} (opset {ctx.opset}) defines "
@@ -395,6 +436,11 @@ def _check_input_types(ctx, op_type, schema, args, labels, where) -> None:
     for i, a in enumerate(args):
         if a is None or not hasattr(a, "dtype"):
             continue
+        if np.dtype(a.dtype).kind in "OSU":  # a string tensor (a Constant / initializer): no numeric meaning
+            raise UnsupportedOpError(
+                f"{where}: {labels[i]} is a string tensor; jaxsens computes with numeric tensors only (string "
+                f"tensors are not supported)"
+            )
         allowed, p = _allowed_at(op_type, schema, i)
         if allowed is None:
             continue

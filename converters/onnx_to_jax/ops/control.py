@@ -211,7 +211,7 @@ def _simulate_trip_count(ctx, body, trip_limit, carried, invariant) -> int | Non
         (first,) = ctx.run_subgraph(pruned, [np.array(0, np.int64), np.array(True), *values])
         if not _is_static(first):
             return None
-        if not bool(np.asarray(first).reshape(-1)[0]):
+        if not bool(np.asarray(_one(ctx, first, "the body's condition output")).reshape(-1)[0]):
             return 1
         if trip_limit is None:
             raise ctx.error(
@@ -227,11 +227,21 @@ def _simulate_trip_count(ctx, body, trip_limit, carried, invariant) -> int | Non
         for j, o in zip(counters_sorted, outs[1:]):
             values[j] = o
         it += 1
-        if not bool(np.asarray(outs[0]).reshape(-1)[0]):
+        if not bool(np.asarray(_one(ctx, outs[0], "the body's condition output")).reshape(-1)[0]):
             return it
     if trip_limit is not None and it >= trip_limit:
         return it
     return None
+
+
+def _one(ctx, value, what: str):
+    """``value`` if it holds one element (a condition, a trip count), else an error naming ``what``; a condition
+    (``what`` naming one) must be boolean."""
+    if np.size(value) != 1:
+        raise ctx.error(f"{what} must hold one value, got a tensor of shape {tuple(np.shape(value))}")
+    if "condition" in what and np.dtype(value.dtype) != np.bool_:
+        raise ctx.error(f"{what} must be a boolean, got element type {np.dtype(value.dtype).name}")
+    return value
 
 
 def _pass_through(body: onnx.GraphProto, n: int) -> set[int]:
@@ -273,14 +283,14 @@ def loop(ctx, M=None, cond=None, *v_initial, body: onnx.GraphProto):
                 "the trip count M depends on the model's input; only trip counts known at conversion "
                 "time are supported"
             )
-        trip_limit = max(0, int(np.asarray(M).reshape(-1)[0]))
+        trip_limit = max(0, int(np.asarray(_one(ctx, M, "the trip count M")).reshape(-1)[0]))
 
     if cond is None:
         if trip_limit is None:
             raise ctx.error("the Loop has neither a trip count M nor a condition: it would never end")
         trip = trip_limit
     elif _is_static(cond):
-        if not bool(np.asarray(cond).reshape(-1)[0]) or trip_limit == 0:
+        if not bool(np.asarray(_one(ctx, cond, "the condition")).reshape(-1)[0]) or trip_limit == 0:
             trip = 0
         else:
             trip = _simulate_trip_count(ctx, body, trip_limit, v_initial, invariant)
@@ -341,10 +351,11 @@ def _loop_masked(ctx, body, trip: int, cond, v_initial, invariant):
             jnp.where(active, _as_carry(ctx, outs[1 + j], c, f"loop-carried value {j}"), c)
             for j, c in zip(dynamic, carry)
         )
-        go_on = jnp.logical_and(active, jnp.asarray(outs[0]).reshape(()).astype(bool))
+        go_on = _one(ctx, outs[0], "the body's condition output")
+        go_on = jnp.logical_and(active, jnp.asarray(go_on).reshape(()).astype(bool))
         return (go_on, new), None
 
-    active0 = jnp.asarray(cond).reshape(()).astype(bool)
+    active0 = jnp.asarray(_one(ctx, cond, "the condition")).reshape(()).astype(bool)
     (_, final), _ = jax.lax.scan(step, (active0, init), jnp.arange(trip), length=trip)
     return tuple(merge(final))
 
@@ -360,9 +371,10 @@ def _loop_while(ctx, body, trip_limit, cond, v_initial, invariant):
         it, active, carry = state
         outs = ctx.run_subgraph(body, [it, active, *merge(carry)])
         new = tuple(_as_carry(ctx, outs[1 + j], c, f"loop-carried value {j}") for j, c in zip(dynamic, carry))
-        return it + 1, jnp.asarray(outs[0]).reshape(()).astype(bool), new
+        go_on = _one(ctx, outs[0], "the body's condition output")
+        return it + 1, jnp.asarray(go_on).reshape(()).astype(bool), new
 
-    active0 = jnp.asarray(True if cond is None else cond).reshape(()).astype(bool)
+    active0 = jnp.asarray(True if cond is None else _one(ctx, cond, "the condition")).reshape(()).astype(bool)
     _, _, final = jax.lax.while_loop(keep_going, step, (jnp.asarray(0), active0, init))
     return tuple(merge(final))
 
@@ -376,7 +388,8 @@ def if_(ctx, cond, *, then_branch: onnx.GraphProto, else_branch: onnx.GraphProto
     data-dependent one lowers to ``lax.cond``, which needs both branches to give the same shapes and dtypes.
     """
     if _is_static(cond):
-        branch = then_branch if bool(np.asarray(cond).reshape(-1)[0]) else else_branch
+        taken = bool(np.asarray(_one(ctx, cond, "the condition")).reshape(-1)[0])
+        branch = then_branch if taken else else_branch
         return tuple(ctx.run_subgraph(branch, []))
 
     def run(branch):
@@ -393,5 +406,5 @@ def if_(ctx, cond, *, then_branch: onnx.GraphProto, else_branch: onnx.GraphProto
             f"the condition depends on the model's input and the branches give different outputs: then "
             f"{describe(then_shapes)}, else {describe(else_shapes)}; lax.cond needs equal shapes and dtypes"
         )
-    pred = jnp.asarray(cond).reshape(()).astype(bool)
+    pred = jnp.asarray(_one(ctx, cond, "the condition")).reshape(()).astype(bool)
     return tuple(jax.lax.cond(pred, run(then_branch), run(else_branch)))

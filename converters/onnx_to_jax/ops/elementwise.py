@@ -137,12 +137,18 @@ def div(ctx, a, b):
 
 @register_op("Mod")
 def mod(ctx, a, b, *, fmod=0):
-    """Remainder: sign of the divisor (``fmod=0``, Python's ``%``) or of the dividend (``fmod=1``, C's ``fmod``)."""
+    """Remainder: sign of the divisor (``fmod=0``, Python's ``%``) or of the dividend (``fmod=1``, C's ``fmod``).
+
+    ``fmod=0`` of floats (defined from opset 28, as Python's ``%`` with its special values) is computed the same way
+    at every opset; a zero result takes the divisor's sign there, as the spec says."""
     xp = xp_of(a, b)
     broadcast(ctx, a, b)
-    if not fmod and np.issubdtype(a.dtype, np.floating):
-        raise ctx.error("Mod with fmod=0 is defined for integers only; floating inputs need fmod=1")
-    return xp.fmod(a, b) if fmod else xp.mod(a, b)
+    if fmod:
+        return xp.fmod(a, b)
+    r = xp.mod(a, b)
+    if jnp.issubdtype(r.dtype, jnp.floating):
+        r = xp.where(r == 0, xp.copysign(xp.zeros_like(r), b).astype(r.dtype), r)
+    return r
 
 
 @register_op("Pow")
@@ -211,17 +217,89 @@ def where(ctx, condition, x, y):
 
 
 @register_op("Cast")
-def cast(ctx, x, *, to, saturate=1):
-    """Convert to ONNX data type ``to`` (float -> int truncates toward zero). ``saturate`` only concerns float8."""
+def cast(ctx, x, *, to, saturate=1, round_mode="up"):
+    """Convert to ONNX data type ``to`` (float -> int truncates toward zero); see :func:`convert` for float8 /
+    float8e8m0 (``saturate``, ``round_mode``) and 4-bit / 2-bit integers."""
     xp = xp_of(x)
-    return x.astype(onnx_dtype(ctx, to, canonical=xp is jnp))
+    return convert(ctx, x, onnx_dtype(ctx, to, canonical=xp is jnp), saturate=saturate, round_mode=round_mode)
 
 
 @register_op("CastLike")
-def cast_like(ctx, x, target_type, *, saturate=1):
-    """Convert ``x`` to the dtype of ``target_type``."""
+def cast_like(ctx, x, target_type, *, saturate=1, round_mode="up"):
+    """Convert ``x`` to the dtype of ``target_type`` (as :func:`cast`)."""
     dtype = target_type.dtype if is_static(x) else jax.dtypes.canonicalize_dtype(target_type.dtype)
+    return convert(ctx, x, dtype, saturate=saturate, round_mode=round_mode)
+
+
+_FLOAT8 = frozenset({"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz"})
+_NARROW_INTS = frozenset({"int4", "uint4", "int2", "uint2"})
+
+
+def convert(ctx, x, dtype, *, saturate=1, round_mode="up"):
+    """``x.astype(dtype)`` with ONNX ``Cast``'s rules where a plain ``astype`` (numpy's or JAX's) breaks them, so
+    that folded (numpy) and traced (JAX) casts agree:
+
+    * to float8 (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ) with ``saturate=1`` (the default), a value beyond the type's
+      largest finite one, infinities included, becomes that value (signed); with ``saturate=0`` it becomes NaN (or
+      infinity for E5M2);
+    * to float8e8m0 (a power of two ``2**(e - 127)``): the exponent of ``|x|`` rounded by ``round_mode`` (``up``,
+      ``down``, ``nearest`` with ties up); ``saturate`` stops at the largest value instead of NaN (and maps
+      infinities to it); the bit-level rules of ``onnx.numpy_helper.to_float8e8m0``;
+    * a float to int4 / uint4 / int2 / uint2 truncates toward zero; out of range (undefined in the ONNX spec) or
+      NaN it gives 0, as the ONNX reference (``ml_dtypes``) does, where JAX would clip. Integers wrap (two's
+      complement), in numpy and JAX alike.
+    """
+    import ml_dtypes
+
+    xp = xp_of(x)
+    name = np.dtype(dtype).name
+    is_float = jnp.issubdtype(x.dtype, jnp.floating)
+    if name in _FLOAT8 and saturate:
+        limit = float(ml_dtypes.finfo(dtype).max)
+        x = x.astype(np.float32) if not is_float else x  # every in-range integer is exact in float32
+        x = xp.clip(x, xp.asarray(-limit, x.dtype), xp.asarray(limit, x.dtype))
+    elif name == "float8_e8m0fnu":
+        if round_mode not in ("up", "down", "nearest"):
+            raise ctx.error(f"round_mode={round_mode!r} is not one of 'up', 'down', 'nearest'")
+        if not is_float and np.dtype(x.dtype).itemsize > 2:
+            raise ctx.error(
+                f"casting {np.dtype(x.dtype).name} to float8e8m0 is not supported (values above 2**24 are not "
+                f"exact in float32); cast to float32 first"
+            )
+        return _to_e8m0(xp, x.astype(np.float32), bool(saturate), round_mode).astype(dtype)
+    elif name in _NARROW_INTS and is_float:
+        info = ml_dtypes.iinfo(dtype)
+        t = xp.trunc(x)
+        x = xp.where((t >= info.min) & (t <= info.max), t, xp.zeros_like(t))
     return x.astype(dtype)
+
+
+def _to_e8m0(xp, x, saturate: bool, round_mode: str):
+    """float32 ``x`` -> float8e8m0 (see :func:`convert`)."""
+    import ml_dtypes
+
+    if xp is np:
+        bits = x.view(np.uint32)
+    else:
+        bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    exponent = (bits >> 23) & 0xFF
+    special = exponent == 0xFF  # NaN or infinity
+    if round_mode == "nearest":
+        g, r, s = (bits & 0x400000) != 0, (bits & 0x200000) != 0, (bits & 0x1FFFFF) != 0
+        up = g & (r | s | (exponent > 0))
+    elif round_mode == "up":
+        up = (bits & 0x7FFFFF) != 0
+    else:
+        up = xp.zeros(bits.shape, bool)
+    up = up & ~special
+    if saturate:
+        up = up & (exponent != 0xFE)
+    exponent = exponent + up.astype(exponent.dtype)
+    infinite = special & ((bits & 0x7FFFFF) == 0)
+    out = xp.where(special, xp.where(infinite & saturate, 0xFE, 0xFF), exponent).astype(np.uint8)
+    if xp is np:
+        return out.view(ml_dtypes.float8_e8m0fnu)
+    return jax.lax.bitcast_convert_type(out, jnp.float8_e8m0fnu)
 
 
 @register_op("Identity")

@@ -77,7 +77,10 @@ def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
 @register_op("Einsum")
 def einsum(ctx, *inputs, equation):
     """Einstein summation with numpy's ``equation`` syntax (implicit output: sorted once-appearing labels)."""
-    return xp_of(*inputs).einsum(equation.replace(" ", ""), *inputs)
+    xp = xp_of(*inputs)
+    if any(np.dtype(v.dtype).kind == "V" for v in inputs):  # bfloat16 / float8: numpy's einsum has no kernel
+        xp = jnp
+    return xp.einsum(equation.replace(" ", ""), *inputs)
 
 
 # ---------------------------------------------------------------- softmax family
@@ -234,7 +237,7 @@ def group_normalization(ctx, x, scale, bias, *, num_groups, epsilon=1e-5, stash_
 
 @register_op("LpNormalization")
 def lp_normalization(ctx, x, *, axis=-1, p=2):
-    """``x / ||x||_p`` along ``axis`` (``p`` is 1 or 2)."""
+    """``x / ||x||_p`` along ``axis`` (``p`` is 1 or 2); a zero vector stays zero (as in the ONNX reference)."""
     xp = xp_of(x)
     axis = _norm_axis(ctx, axis, x.ndim)
     if p == 1:
@@ -243,7 +246,7 @@ def lp_normalization(ctx, x, *, axis=-1, p=2):
         norm = xp.sqrt(xp.sum(x * x, axis=axis, keepdims=True))
     else:
         raise ctx.error(f"LpNormalization p={p} is not 1 or 2")
-    return x / norm
+    return x / xp.where(norm == 0, xp.ones_like(norm), norm)  # a zero norm means x == 0 there: 0 / 1
 
 
 # ---------------------------------------------------------------- convolution
@@ -474,9 +477,10 @@ def max_pool(
     return _reduce_window(x, init, jax.lax.max, kernel, strides, dilations, padding)
 
 
-def _window_counts(size, k, s, d, lo, hi, extra, include_pad):
+def _window_counts(ctx, size, k, s, d, lo, hi, extra, include_pad):
     """How many positions of each 1-D window count in the average (static numpy)."""
     out = (size + lo + hi + extra - ((k - 1) * d + 1)) // s + 1
+    check_alloc(ctx, (out, k), np.int64)
     pos = np.arange(out)[:, None] * s + np.arange(k)[None, :] * d  # positions in padded coordinates
     valid = pos < size + lo + hi if include_pad else (pos >= lo) & (pos < lo + size)
     return valid.sum(axis=1)
@@ -506,7 +510,7 @@ def average_pool(
     for i, (size, k, s, d, (lo, hi), e) in enumerate(
         zip(x.shape[2:], kernel, strides, dilations, padding, extra)
     ):
-        c = _window_counts(size, k, s, d, lo, hi, e, count_include_pad)
+        c = _window_counts(ctx, size, k, s, d, lo, hi, e, count_include_pad)
         counts = counts[..., None] * c.reshape((1,) * i + (-1,))
     return total / counts.astype(x.dtype)
 

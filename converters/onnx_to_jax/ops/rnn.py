@@ -184,6 +184,8 @@ def _recurrent(
     if layout == 1:
         X = jnp.swapaxes(X, 0, 1)
     n_steps, batch, n_in = X.shape
+    if n_steps == 0:
+        raise ctx.error(f"X {tuple(X.shape)} has no time steps")
     if W.ndim != 3 or R.ndim != 3:
         raise ctx.error(f"W and R must have 3 axes [directions, gates * hidden, ...], got {W.shape} and {R.shape}")
     W = jnp.asarray(W, dtype)

@@ -38,9 +38,11 @@ def _index_dtype(xp):
 
 def _norm_axis(ctx, axis: int, ndim: int, what: str = "axis") -> int:
     axis = int(axis)
-    if not -ndim <= axis < max(ndim, 1):
+    if ndim == 0:
+        raise ctx.error(f"{what}={axis} names an axis of a scalar (a tensor of rank 0 has none)")
+    if not -ndim <= axis < ndim:
         raise ctx.error(f"{what}={axis} is out of range for a tensor of rank {ndim} (valid: {-ndim} to {ndim - 1})")
-    return axis % max(ndim, 1)
+    return axis % ndim
 
 
 def _check_shape(ctx, dims, what: str) -> None:
@@ -205,7 +207,7 @@ def constant(
     raise ctx.error("Constant has none of the attributes value, value_float(s), value_int(s), sparse_value")
 
 
-@register_op("Range")
+@register_op("Range", static_inputs=(0, 1, 2))  # the bounds fix the output's length: kept as constants
 def range_(ctx, start, limit, delta):
     """``start + delta * arange(max(ceil((limit - start) / delta), 0))``; the bounds must be known statically."""
     start = ctx.static(start, "start")
@@ -278,6 +280,8 @@ def slice_(
     axes=None,
 ):
     """``data[starts:ends:steps]`` along ``axes`` with ONNX's clamping (attributes before opset 10, inputs after)."""
+    if data.ndim == 0:
+        raise ctx.error("cannot slice a scalar (data of rank 0)")
     starts = ctx.static_ints(starts_input, "starts") if starts_input is not None else list(starts or [])
     ends = ctx.static_ints(ends_input, "ends") if ends_input is not None else list(ends or [])
     ax = _axes_arg(ctx, axes_input, axes)
@@ -426,12 +430,16 @@ def depth_to_space(ctx, x, *, blocksize, mode="DCR"):
 
 
 @register_op("SpaceToDepth")
-def space_to_depth(ctx, x, *, blocksize):
-    """Move ``blocksize x blocksize`` spatial blocks into channels (inverse of ``DepthToSpace`` in DCR mode)."""
+def space_to_depth(ctx, x, *, blocksize, mode="DCR"):
+    """Move ``blocksize x blocksize`` spatial blocks into channels (inverse of ``DepthToSpace`` in the same
+    ``mode``: ``DCR``, the only one before opset 26, puts the block offset before the channel, ``CRD`` after)."""
     _check_blocks(ctx, x, blocksize, channels=False)
     n, c, h, w = x.shape
     b = blocksize
-    y = xp_of(x).transpose(x.reshape(n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4))
+    if mode not in ("DCR", "CRD"):
+        raise ctx.error(f"SpaceToDepth mode {mode!r} is not 'DCR' or 'CRD'")
+    order = (0, 3, 5, 1, 2, 4) if mode == "DCR" else (0, 1, 3, 5, 2, 4)
+    y = xp_of(x).transpose(x.reshape(n, c, h // b, b, w // b, b), order)
     return y.reshape(n, c * b * b, h // b, w // b)
 
 
@@ -460,17 +468,31 @@ def _reduce(ctx, data, axes_input, axes, keepdims, noop_with_empty_axes, fn):
 def _logsumexp(xp, x, axis, keepdims):
     if xp is jnp:
         return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, **_empty_initial(x, axis, "max"))  # an empty set: log(0) = -inf
     m = np.where(np.isfinite(m), m, 0)
     out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
+def _empty_initial(x, axes, which: str) -> dict:
+    """``{"initial": v}`` when ``axes`` span no element: the maximum of an empty set is -inf (the type's minimum
+    for integers, False for bools), its minimum +inf (the maximum, True), as ONNX defines them; else ``{}``."""
+    if all(x.shape[a] for a in axes):
+        return {}
+    dt = np.dtype(x.dtype)
+    if dt == np.bool_:
+        return {"initial": which == "min"}
+    if jnp.issubdtype(dt, jnp.integer):
+        info = np.iinfo(dt)
+        return {"initial": info.min if which == "max" else info.max}
+    return {"initial": -np.inf if which == "max" else np.inf}
+
+
 _REDUCTIONS = {
     "ReduceSum": ("sum", lambda xp, x, a, k: xp.sum(x, axis=a, keepdims=k, dtype=x.dtype)),
     "ReduceMean": ("mean", lambda xp, x, a, k: xp.mean(x, axis=a, keepdims=k).astype(x.dtype)),
-    "ReduceMax": ("maximum", lambda xp, x, a, k: xp.max(x, axis=a, keepdims=k)),
-    "ReduceMin": ("minimum", lambda xp, x, a, k: xp.min(x, axis=a, keepdims=k)),
+    "ReduceMax": ("maximum", lambda xp, x, a, k: xp.max(x, axis=a, keepdims=k, **_empty_initial(x, a, "max"))),
+    "ReduceMin": ("minimum", lambda xp, x, a, k: xp.min(x, axis=a, keepdims=k, **_empty_initial(x, a, "min"))),
     "ReduceProd": ("product", lambda xp, x, a, k: xp.prod(x, axis=a, keepdims=k, dtype=x.dtype)),
     "ReduceL1": ("sum of |x|", lambda xp, x, a, k: xp.sum(xp.abs(x), axis=a, keepdims=k, dtype=x.dtype)),
     "ReduceL2": (
@@ -537,12 +559,14 @@ def top_k(ctx, x, k_input=None, *, axis=-1, largest=1, sorted=1, k=None):
         raise ctx.error(f"k={k} is out of range for an axis of size {x.shape[axis]}")
     xp = xp_of(x)
     moved = xp.moveaxis(x, axis, -1)
+    # an order-reversing key: -x for floats, ~x (= -x - 1, or MAX - x unsigned) for integers, which cannot overflow
+    flip = (lambda v: ~v) if jnp.issubdtype(x.dtype, jnp.integer) else (lambda v: -v)
     if xp is np:
-        order = np.argsort(-moved if largest else moved, axis=-1, kind="stable")[..., :k]
+        order = np.argsort(flip(moved) if largest else moved, axis=-1, kind="stable")[..., :k]
         values = np.take_along_axis(moved, order, axis=-1)
     else:
-        values, order = jax.lax.top_k(moved if largest else -moved, k)
-        values = values if largest else -values
+        values, order = jax.lax.top_k(moved if largest else flip(moved), k)
+        values = values if largest else flip(values)
     order = order.astype(_index_dtype(xp))
     return xp.moveaxis(values, -1, axis), xp.moveaxis(order, -1, axis)
 
@@ -663,6 +687,11 @@ def _resize_axis(
     return out.astype(x.dtype)
 
 
+# Coordinate modes that divide by (output length - 1): with scales, the ONNX reference takes the fractional length
+# ``scale * input length`` and onnxruntime the integer one, so a fractional length is refused.
+_CORNER_MODES = frozenset({"align_corners", "tf_crop_and_resize"})
+
+
 @register_op("Resize", static_inputs=(1, 2, 3))
 def resize(
     ctx,
@@ -724,6 +753,22 @@ def resize(
         else:
             crop = (roi_hi - roi_lo) if coordinate_transformation_mode == "tf_crop_and_resize" else 1.0
             out_len = int(np.floor(x.shape[a] * crop * scales[i]))
+            width = x.shape[a] * scales[i]
+            if out_len != int(np.floor(width)):
+                raise ctx.error(
+                    f"coordinate_transformation_mode='tf_crop_and_resize' with scales {[float(v) for v in scales]} "
+                    f"and a region of interest {[float(roi_lo), float(roi_hi)]} on axis {a} is ambiguous: the ONNX "
+                    f"spec gives it {out_len} outputs (length * (roi_end - roi_start) * scale), onnxruntime and the "
+                    f"ONNX reference {int(np.floor(width))} (length * scale); give the output size as sizes=[...]"
+                )
+            if coordinate_transformation_mode in _CORNER_MODES and abs(width - out_len) > 1e-6 * max(out_len, 1):
+                raise ctx.error(
+                    f"coordinate_transformation_mode={coordinate_transformation_mode!r} with scales "
+                    f"{[float(v) for v in scales]} is ambiguous: axis {a} of length {x.shape[a]} scales to "
+                    f"{width:.6g} outputs: the ONNX reference aligns the corners to that fractional length, "
+                    f"onnxruntime to the {out_len} outputs it makes (the results differ); give the output size as "
+                    f"sizes=[...] instead of scales"
+                )
         if (
             out_len == x.shape[a]
             and scales[i] == 1
