@@ -249,7 +249,11 @@ def _pass_through(body: onnx.GraphProto, n: int) -> set[int]:
 
     tf2onnx threads a Keras RNN's weights through its loops this way; they are closed over instead of carried.
     """
-    identity = {node.output[0]: node.input[0] for node in body.node if node.op_type == "Identity"}
+    identity = {  # a malformed Identity (no input or output) is refused when the body runs
+        node.output[0]: node.input[0]
+        for node in body.node
+        if node.op_type == "Identity" and node.input and node.output
+    }
     same = set()
     for j in range(n):
         name, seen = body.output[1 + j].name, set()
