@@ -4,6 +4,7 @@ Catch :class:`JaxsensError` to handle every failure caused by a bad model, data 
 anything else escaping jaxsens is a bug worth reporting.
 """
 
+from converters import errors as _family
 from converters.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -18,16 +19,4 @@ from converters.errors import (
     UnsupportedOpError,
 )
 
-__all__ = [
-    "ArgumentError",
-    "ArgumentTypeError",
-    "ConversionError",
-    "DataError",
-    "DataFileNotFoundError",
-    "JaxsensError",
-    "MissingExtraError",
-    "ModelFileError",
-    "ModelFileNotFoundError",
-    "UnsafeModelError",
-    "UnsupportedOpError",
-]
+__all__ = [name for name in _family.__all__ if name != "require"]  # the classes, one list
