@@ -676,15 +676,13 @@ class OnnxFunction:
 
     # ---------------------------------------------------------------- construction helpers
     def _check_supported(self, graph: onnx.GraphProto) -> None:
-        for g in _iter_graphs(graph):
-            for i, n in enumerate(g.node):
-                domain = n.domain if n.domain not in ("ai.onnx",) else ""
-                if get_op(n.op_type, domain) is None:
-                    where = f"{domain}:{n.op_type}" if domain else n.op_type
-                    raise UnsupportedOpError(
-                        f"ONNX op {where!r} (node {n.name or i!r}) is not supported by jaxsens. "
-                        f"Supported ops: {', '.join(supported_ops(None))}"
-                    )
+        found = _first_unsupported(graph)
+        if found:
+            where, node = found
+            raise UnsupportedOpError(
+                f"ONNX op {where!r} (node {node!r}) is not supported by jaxsens. "
+                f"Supported ops: {', '.join(supported_ops(None))}"
+            )
 
     def _check_attributes(self) -> None:
         _check_node_attributes(self.nodes)
@@ -900,21 +898,29 @@ def _numeric(dt: np.dtype | None) -> bool:
     return dt is not None and (dt.kind in "iub" or (dt.kind == "f" and dt.itemsize >= 2))
 
 
+def _first_unsupported(graph: onnx.GraphProto) -> tuple[str, str | int] | None:
+    """``(op, node name or index)`` of the first node, in ``graph`` or its sub-graphs, outside the registry."""
+    for g in _iter_graphs(graph):
+        for i, n in enumerate(g.node):
+            domain = n.domain if n.domain not in ("ai.onnx",) else ""
+            if get_op(n.op_type, domain) is None:
+                return (f"{domain}:{n.op_type}" if domain else n.op_type), (n.name or i)
+    return None
+
+
 def _refuse_output(graph: onnx.GraphProto, names, problem: str, hint: str) -> None:
     """Refuse outputs ``names`` that jaxsens cannot explain, naming each one's type and the node producing it (an
     :class:`UnsupportedOpError` when an op computing it is not in the registry)."""
     infos = {vi.name: vi for vi in graph.output}
     described = []
     for name in names:
-        for g in _iter_graphs(_pruned(graph, name)):
-            for i, n in enumerate(g.node):
-                domain = n.domain if n.domain not in ("ai.onnx",) else ""
-                if get_op(n.op_type, domain) is None:
-                    where = f"{domain}:{n.op_type}" if domain else n.op_type
-                    raise UnsupportedOpError(
-                        f"{problem}: output {name!r} is computed with ONNX op {where!r} (node {n.name or i!r}), "
-                        f"which is not supported by jaxsens. Supported ops: {', '.join(supported_ops(None))}"
-                    )
+        found = _first_unsupported(_pruned(graph, name))
+        if found:
+            where, node = found
+            raise UnsupportedOpError(
+                f"{problem}: output {name!r} is computed with ONNX op {where!r} (node {node!r}), "
+                f"which is not supported by jaxsens. Supported ops: {', '.join(supported_ops(None))}"
+            )
         producer = next(((i, n) for i, n in enumerate(graph.node) if name in n.output), None)
         source = f"from {_node_label(*producer[::-1])}" if producer else "a graph input or initializer"
         described.append(f"{name!r}: {_type_text(infos[name])}, {source}")
