@@ -571,6 +571,8 @@ def _saved_model_to_onnx(path: str, *, safe: bool, opset: int) -> onnx.ModelProt
 
     fn = tf.function(call, input_signature=specs)
     proto = _from_function(tf2onnx, fn, specs, opset, what=f"SavedModel {path!r}")
+    if out_keys is not None and len(out_keys) == len(proto.graph.output):
+        _name_outputs(proto.graph, [str(k) for k in out_keys])  # the signature's output names (Keras layers)
     _set_metadata(proto, {SOURCE_KEY: f"{path} (SavedModel, signature {key!r})"})
     return proto
 
@@ -621,6 +623,7 @@ def _convert_keras_model(model, *, flavor: str, opset: int, source: str) -> onnx
     del proto.graph.output[:]
     proto.graph.output.extend(kept)
     layer_tensors = _attach_layers(proto.graph, layer_tensors)
+    _name_outputs(proto.graph, [_output_layer_name(model, t, i) for i, t in enumerate(outputs)])
     _set_metadata(
         proto,
         {
@@ -777,6 +780,41 @@ def _subgraph_refs(node: onnx.NodeProto) -> set[str]:
                 refs.update(inner.input)
                 refs.update(_subgraph_refs(inner))
     return refs
+
+
+def _output_layer_name(model, tensor, index: int) -> str:
+    """The name of the Keras layer computing the model output ``tensor`` (the ``index``-th output)."""
+    history = getattr(tensor, "_keras_history", None)
+    op = getattr(history, "operation", None) or getattr(history, "layer", None)
+    if op is None and history is not None:
+        op = history[0]
+    name = getattr(op, "name", None)
+    if not name:
+        names = getattr(model, "output_names", None) or []
+        name = names[index] if index < len(names) else f"output_{index}"
+    return str(name)
+
+
+def _name_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
+    """Give the graph's outputs readable names (the Keras output layers, e.g. ``dense_2``) instead of tf2onnx's
+    ``Identity:0``: each output becomes an ``Identity`` of the tensor it was, so every node keeps its tensors
+    (the layer map of :func:`_attach_layers` stays valid). A name already used in the graph, or given twice, gets
+    a suffix ``/output``, ``/output_1``, ..."""
+    taken = {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
+    for g in _graphs(graph):
+        for n in g.node:
+            taken.update(n.input)
+            taken.update(n.output)
+    for vi, name in zip(graph.output, names):
+        if not name or name == vi.name:
+            continue
+        new, k = name, 0
+        while new in taken:
+            new = f"{name}/output" + (f"_{k}" if k else "")
+            k += 1
+        taken.add(new)
+        graph.node.append(onnx.helper.make_node("Identity", [vi.name], [new], name=f"{name}/output_name"))
+        vi.name = new
 
 
 def _set_metadata(proto: onnx.ModelProto, values: dict[str, str]) -> None:

@@ -9,7 +9,7 @@ from jaxsens import errors, examples
 from jaxsens._classic import NotDenseError, WeightImportance, connection_weights, garson, weight_sums
 from jaxsens._data import DataSpec, open_data, read_targets
 from jaxsens._dense import dense_layers, dense_model
-from jaxsens._jacobian import jacobian_importance
+from jaxsens._jacobian import JacobianImportance, jacobian_importance
 from jaxsens._metrics import Metric, accuracy, log_loss, mae, mse
 from jaxsens._model import Model, load_model
 from jaxsens._pad import PartialDerivatives, partial_derivatives
@@ -21,7 +21,7 @@ from jaxsens._perturbation import (
     perturbation_importance,
 )
 from jaxsens._profile import ImprovedStepwise, LekProfile, improved_stepwise, lek_profile
-from jaxsens._results import JacobianImportance, load_result
+from jaxsens._results import Result, Results, load_result
 from jaxsens._stats import CorrelatedInputsWarning
 from jaxsens._stepwise import StepwiseResult, stepwise
 from jaxsens.errors import (

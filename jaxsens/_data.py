@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 import os
 import stat
@@ -57,8 +58,13 @@ __all__ = [
     "header_names",
     "iter_chunks",
     "open_data",
+    "check_aligned",
+    "csv_row_count",
     "open_source",
     "open_sources",
+    "open_targets",
+    "open_xy",
+    "parse_feature_names",
     "read_rows",
     "read_targets",
 ]
@@ -85,17 +91,29 @@ class Source:
         blocks: ``blocks(block_rows)`` -> iterator of arrays ``[m, *input_shape]`` (real dtype, any ``m``;
             ``block_rows`` is a hint). Calling it again restarts the stream, except for one-shot iterables.
             Blocks from :func:`open_source` have been checked: real-number dtype, shape, float32 range.
-        n_rows: number of rows when known up front (arrays, ``.npy``, ``.npz``, Parquet), else ``None``.
+        n_rows: number of rows when known up front (arrays, DataFrames, ``.npy``, ``.npz``, Parquet from its
+            metadata, CSV from a count of its non-blank lines), else ``None`` (iterables, ``.csv.gz``, a CSV
+            whose quoted fields may span lines). A stream that ends at another count raises DataError.
         feature_names: column names from a CSV / Parquet header or a DataFrame, when the columns map
             one-to-one onto the features of a 1-D input and are not just pandas' default labels ``0..n-1``;
-            else ``None``.
+            else the names given to :func:`open_source` (``feature_names=``), else ``None``. For targets:
+            the column names read.
         description: what was opened, for messages.
+        dtype: the dtype of the values as stored (``int64`` class labels, ``float64`` table columns, a
+            ``.npy`` file's dtype), known before reading; ``None`` when unknown (iterables of data). For
+            targets from :func:`open_targets` it is always set: integer / bool means class labels, a float
+            dtype continuous values; ``chunk_dtype(source.dtype)`` is the chunk dtype to ask
+            :func:`iter_chunks` for (int32 / bool / float32).
+        row_shape: the per-row shape of the blocks (``input_shape`` for data; for targets ``()`` for one
+            value per row, ``(k,)`` for ``k`` columns); ``None`` when not known up front.
     """
 
     blocks: Callable[[int], Iterator[np.ndarray]]
     n_rows: int | None
     feature_names: tuple[str, ...] | None
     description: str
+    dtype: np.dtype | None = None
+    row_shape: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,8 +306,12 @@ def open_source(
             tuple batch ``(x, y, ...)`` contributes its first element, as from a PyTorch ``DataLoader`` or
             ``tf.data``).
         input_shape: the model's per-sample input shape.
-        feature_names: the model's feature names; a CSV / Parquet / DataFrame whose header contains all of
-            them (and possibly other columns, such as a target) is read in that column order.
+        feature_names: the names of the features (the last axis of ``input_shape``). A CSV / Parquet /
+            DataFrame whose header contains all of them (and possibly other columns, such as a target) is
+            read in that column order. Data without names of its own (arrays, ``.npy``, ``.npz``, iterables,
+            a headerless CSV) take them as ``Source.feature_names``: there must be exactly
+            ``input_shape[-1]`` of them (:func:`parse_feature_names` reads them from a command-line string
+            or a text file). A header's own names win over them.
 
     Returns:
         The :class:`Source`. Shapes, dtypes and row counts are checked here when known, otherwise block by
@@ -297,24 +319,60 @@ def open_source(
 
     Raises:
         DataError: a shape or column mismatch (expected vs got), values that are not real numbers or beyond
-            the float32 range, an empty, unreadable or corrupt source, a folder.
+            the float32 range, an empty, unreadable or corrupt source, a folder, ``feature_names`` of the
+            wrong length.
         DataFileNotFoundError: a missing path.
-        ArgumentTypeError: ``data`` of a kind that holds no rows (a dict, a number).
+        ArgumentTypeError: ``data`` of a kind that holds no rows (a dict, a number); ``feature_names`` that
+            is not a sequence of strings.
         MissingExtraError: CSV / Parquet without pandas / pyarrow.
+
+    Example:
+        >>> import numpy as np
+        >>> src = open_source(np.zeros((10, 3)), input_shape=(3,), feature_names=["a", "b", "c"])
+        >>> src.n_rows, src.feature_names, src.row_shape
+        (10, ('a', 'b', 'c'), (3,))
     """
-    input_shape = tuple(int(d) for d in input_shape)
-    source = _open(data, input_shape, feature_names)
+    return _open_checked(data, tuple(int(d) for d in input_shape), feature_names)
+
+
+def _open_checked(data, input_shape: Shape, feature_names, exclude: tuple[str, ...] = ()) -> Source:
+    names = _feature_names_arg(feature_names)
+    source = _open(data, input_shape, names, exclude=exclude)
     if source.n_rows == 0:
         raise DataError(f"{source.description} has no rows; the methods need at least one sample")
-    return _checked(source, input_shape)
+    if source.feature_names is None and names is not None:
+        last = input_shape[-1] if input_shape else None
+        if last != len(names):
+            shown = ", ".join(map(repr, names[:8])) + (", ..." if len(names) > 8 else "")
+            axis = f"its last input axis has {last}" if last is not None else "the input is a scalar per row"
+            raise DataError(
+                f"feature_names has {len(names)} names ({shown}) but {source.description} has input shape "
+                f"{list(input_shape)}: {axis}; give one name per feature of the last axis"
+            )
+        source = dataclasses.replace(source, feature_names=names)
+    return _checked(dataclasses.replace(source, row_shape=input_shape), input_shape)
 
 
-def _open(data, input_shape: Shape | None, feature_names) -> Source:
-    """``open_source`` without the final checks; ``input_shape=None`` takes whatever rows the data holds."""
+def _feature_names_arg(feature_names) -> tuple[str, ...] | None:
+    if feature_names is None:
+        return None
+    if isinstance(feature_names, str | bytes) or not isinstance(feature_names, Iterable):
+        raise ArgumentTypeError(
+            f"feature_names must be a sequence of strings, got {type(feature_names).__name__} "
+            f"{feature_names!r:.60}; for 'a,b,c' or a file of names use parse_feature_names()"
+        )
+    return tuple(str(n) for n in feature_names)
+
+
+def _open(data, input_shape: Shape | None, feature_names, exclude: tuple[str, ...] = ()) -> Source:
+    """``open_source`` without the final checks; ``input_shape=None`` takes whatever rows the data holds.
+    ``exclude`` drops table columns (DataFrames; paths take it from a :class:`DataSpec`)."""
     if isinstance(data, DataSpec):
-        return _open_path(data.path, input_shape, feature_names, header=data.header, exclude=data.exclude)
+        return _open_path(
+            data.path, input_shape, feature_names, header=data.header, exclude=tuple(data.exclude) + exclude
+        )
     if isinstance(data, str | os.PathLike):
-        return _open_path(os.fspath(data), input_shape, feature_names)
+        return _open_path(os.fspath(data), input_shape, feature_names, exclude=exclude)
     if _is_dataframe(data):
         frame = data.set_axis([str(c) for c in data.columns], axis=1)
         return _table_source(
@@ -325,6 +383,7 @@ def _open(data, input_shape: Shape | None, feature_names) -> Source:
             "DataFrame",
             n_rows=len(frame),
             dtypes=list(frame.dtypes),
+            exclude=exclude,
         )
     if isinstance(data, np.ndarray):
         _check_dtype(data.dtype, "data")
@@ -342,7 +401,7 @@ def _open(data, input_shape: Shape | None, feature_names) -> Source:
             if input_shape is not None:
                 check_rows_shape(arr.shape, input_shape, "data")
             return Source(
-                lambda rows: _array_blocks(arr, rows), int(arr.shape[0]), None, f"array {arr.shape}"
+                lambda rows: _array_blocks(arr, rows), int(arr.shape[0]), None, f"array {arr.shape}", arr.dtype
             )
     if isinstance(data, Iterable) and not isinstance(data, bytes | dict | str):
         return Source(_iterable_blocks(data, input_shape), None, None, type(data).__name__)
@@ -365,8 +424,19 @@ def _checked(source: Source, input_shape: Shape | None) -> Source:
             _check_float32_range(block, f"data ({source.description})", seen, source.feature_names)
             seen += block.shape[0]
             yield block
+        _check_row_count(source, seen)
 
     return dataclasses.replace(source, blocks=blocks)
+
+
+def _check_row_count(source: Source, seen: int) -> None:
+    """A stream that ended at another row count than its ``n_rows`` (a CSV line count, a file changed while
+    being read) would misalign data and targets: refuse it."""
+    if source.n_rows is not None and seen != source.n_rows:
+        raise DataError(
+            f"{source.description} yielded {seen} rows but {source.n_rows} were counted when it was opened "
+            "(did the file change while it was read?); nothing was computed from it"
+        )
 
 
 def read_rows(data, *, input_shape: Sequence[int] | None = None, feature_names=None) -> np.ndarray:
@@ -573,7 +643,7 @@ def _npy_source(path: str, input_shape: Shape | None, role: str = "data file") -
             _read_npy_header(fp, what)
             yield from _stream_rows(fp, shape, dtype, rows, what)
 
-    return Source(blocks, int(shape[0]), None, path)
+    return Source(blocks, int(shape[0]), None, path, dtype, tuple(shape[1:]))
 
 
 def _npz_source(path: str, key: str | None, input_shape: Shape | None, role: str = "data file") -> Source:
@@ -598,7 +668,7 @@ def _npz_source(path: str, key: str | None, input_shape: Shape | None, role: str
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise DataError(f"{what} cannot be read: the archive is corrupt ({e})") from None
 
-    return Source(blocks, int(shape[0]), None, what)
+    return Source(blocks, int(shape[0]), None, what, dtype, tuple(shape[1:]))
 
 
 def _npz_member(path: str, key: str | None, role: str = "data file"):
@@ -705,6 +775,7 @@ def _csv_source(
     has_header, columns = _csv_layout(path, header, role)
     if exclude and not has_header:
         raise ArgumentError(f"exclude={list(exclude)} names columns, but {path!r} is read without a header")
+    n_rows = csv_row_count(path, header=has_header)
 
     def reader(rows: int, usecols: list[str] | None) -> Iterator[np.ndarray]:
         # every column is parsed (no usecols: with it pandas silently ignores surplus fields of a malformed
@@ -742,8 +813,75 @@ def _csv_source(
             raise DataError(f"{role} {path!r} cannot be parsed near data row {start}: {e}") from None
 
     return _table_source(
-        reader, columns, input_shape, feature_names, path, n_rows=None, has_header=has_header, exclude=exclude
+        reader, columns, input_shape, feature_names, path, n_rows=n_rows, has_header=has_header, exclude=exclude
     )
+
+
+_COUNT_BLOCK = 1 << 24  # bytes read at a time when counting lines
+
+
+def csv_row_count(path: str | os.PathLike, *, header: bool) -> int | None:
+    """The number of data rows the CSV reader will yield, from one cheap pass over the bytes; ``None`` if unknown.
+
+    Counts the lines that hold anything but spaces and tabs (pandas skips blank and whitespace-only lines,
+    ``\n``, ``\r\n`` and ``\r`` all end a line; a last line without a newline counts), minus the header line.
+    Lines are found with numpy on 16 MiB blocks; a block with blank lines, bare ``\r`` or quotes falls back to
+    splitting its lines. ``None`` for ``.csv.gz`` (counting would mean decompressing the file twice) and for
+    files where a quoted field may span lines (a line with an odd number of ``"``). The readers check that
+    the rows they yield match the count.
+
+    Args:
+        path: a ``.csv`` / ``.tsv`` / ``.txt`` file.
+        header: whether the first non-blank line is a header (see :func:`open_data`).
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(".gz"):
+        return None
+    st = os.stat(path)
+    return _csv_row_count(path, st.st_size, st.st_mtime_ns, bool(header))
+
+
+@functools.lru_cache(maxsize=32)
+def _csv_row_count(path: str, size: int, mtime_ns: int, header: bool) -> int | None:
+    del size, mtime_ns  # cache key only: a changed file is counted again
+    blank = b" " if path.lower().endswith(".tsv") else b" \t"  # pandas strips these (never the delimiter)
+    count, carry = 0, b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_COUNT_BLOCK)
+            text = carry + block
+            if not block:  # the last line, without a line end
+                n = _count_lines(text + b"\n", blank) if text else 0
+                break
+            cut = max(text.rfind(b"\n"), text.rfind(b"\r")) + 1
+            text, carry = text[:cut], text[cut:]
+            n = _count_lines(text, blank) if text else 0
+            if n is None:
+                return None
+            count += n
+    if n is None:
+        return None
+    count += n
+    return max(count - (1 if header else 0), 0)
+
+
+def _count_lines(text: bytes, blank: bytes) -> int | None:
+    """Non-blank lines of ``text`` (which ends with a line end); ``None`` when a quoted field may span lines."""
+    a = np.frombuffer(text, np.uint8)
+    ends = np.flatnonzero(a == 10)
+    simple = text.find(b'"') < 0 and (text.find(b"\r") < 0 or np.array_equal(np.flatnonzero(a == 13) + 1, ends))
+    if simple and len(ends) and ends[-1] == len(a) - 1:
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        first = a[starts]  # first byte of every line: a line end or a blank there means a possibly blank line
+        if not np.isin(first, np.frombuffer(blank + b"\r\n", np.uint8)).any():
+            return len(ends)
+    n = 0
+    for line in text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")[:-1]:
+        if line.count(b'"') % 2:
+            return None
+        if line.strip(blank):
+            n += 1
+    return n
 
 
 def _check_csv_frame(frame, path: str, start: int, has_header: bool, role: str) -> None:
@@ -883,7 +1021,7 @@ def _table_source(
         for b in read(rows, use):
             yield b.reshape(-1, *input_shape)
 
-    return Source(blocks, n_rows, names, what)
+    return Source(blocks, n_rows, names, what, np.dtype(np.float64), tuple(input_shape))
 
 
 def header_names(path: str | os.PathLike | DataSpec, *, header: bool | None = None) -> tuple[str, ...] | None:
@@ -1050,6 +1188,597 @@ def check_target_rows(y: np.ndarray, n_rows: int, targets: str, data: str) -> No
     raise DataError(f"the targets ({targets}) have {len(y)} rows but the data ({data}) has {n_rows}{hint}")
 
 
+# ---------------------------------------------------------------------------------- streamed targets
+_PEEK_ROWS = 10000  # rows of a CSV target column read up front to learn its dtype (class labels or values)
+
+
+def open_targets(
+    targets,
+    *,
+    data=None,
+    n_outputs: int | None = None,
+    header: bool | None = None,
+    nan_policy: str = "raise",
+) -> Source:
+    """Open ``targets`` as a streamed :class:`Source`, row-aligned with the data; nothing is read whole.
+
+    Args:
+        targets: one of
+
+            * a numpy / JAX array ``[n_samples, ...]``, a nested list of numbers, a pandas Series or
+              DataFrame (its columns);
+            * a path: ``.npy`` (read block by block), ``.npz`` (its first array, or ``"file.npz:name"``),
+              ``.csv`` / ``.tsv`` / ``.txt`` (header detected as in :func:`open_data`) or ``.parquet`` with one
+              column, or ``"file.csv:column"`` / ``"file.parquet:column"``; a :class:`DataSpec` (its
+              ``header`` and ``exclude`` apply);
+            * **a column of the data, by name**: a ``str`` that does not end in a data-file extension
+              (``"y"``), or a list of such names (``["y1", "y2"]``), read from ``data`` (a CSV / Parquet
+              path, a :class:`DataSpec` or a DataFrame), streamed, only that column. :func:`open_xy` also
+              drops it from the features;
+            * an iterable of batches ``[m, ...]``; a tuple batch ``(x, y, ...)`` contributes its **second**
+              element (the same PyTorch ``DataLoader`` or ``tf.data`` pipeline then serves as data and as
+              targets; it must be re-iterable). The first batch is read now, to learn the dtype and shape.
+        data: the data, for targets given as a column name.
+        n_outputs: when given, each row must hold one value (``()``: a class label or the value of a single
+            output) or ``n_outputs`` values.
+        header: for CSV files (the targets file, or the data when ``targets`` names a column): as in
+            :func:`open_data`; ignored for other formats. A :class:`DataSpec` 's own ``header`` wins.
+        nan_policy: ``"raise"`` (default): a NaN / Inf target raises :class:`~jaxsens.DataError` naming the
+            source, the row and the column. ``"skip"``: such values pass through, and :func:`iter_chunks`
+            masks their rows out (with ``nan_policy="skip"``) like rows of data holding NaN.
+
+    Returns:
+        A :class:`Source` whose blocks are ``[m, *row_shape]``: ``row_shape`` is ``()`` for one value per row
+        (one column, a 1-D array, or ``[n, 1]``: a trailing axis of 1 is dropped) and ``(k,)`` for ``k``
+        columns. ``dtype`` is set before reading: integer (``int64`` from tables) or bool for class labels,
+        which stay integers; a float dtype for continuous values. ``n_rows`` is known for arrays, ``.npy``,
+        ``.npz``, Parquet and (line count) CSV. ``feature_names`` holds the column names read, if any.
+        Blocks are checked as they stream: real numbers only (no strings, dates, complex), finite (see
+        ``nan_policy``), inside the float32 range, the same per-row shape; a CSV column that read as whole
+        numbers in its first rows must stay whole numbers.
+
+    Raises:
+        DataError: values that are not finite real numbers (naming the file, row and column), a missing
+            column (listing the columns), an empty or corrupt file, a column name with data that has no
+            columns, a per-row shape that does not fit ``n_outputs``.
+        DataFileNotFoundError: a missing file.
+        ArgumentError / ArgumentTypeError: a bad option, ``targets`` of a kind that holds no rows.
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> frame = pd.DataFrame({"a": [0.5, 1.5, 2.5], "b": [1.0, 2.0, 3.0], "label": [0, 1, 1]})
+        >>> y = open_targets("label", data=frame)
+        >>> y.dtype, y.row_shape, y.n_rows, [b.tolist() for b in y.blocks(2)]
+        (dtype('int64'), (), 3, [[0, 1], [1]])
+    """
+    if nan_policy not in ("raise", "skip"):
+        raise ArgumentError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+    if header is not None and not isinstance(header, bool):
+        raise ArgumentTypeError(f"header must be None (detect), True or False, got {header!r}")
+    if n_outputs is not None and (
+        isinstance(n_outputs, bool) or not isinstance(n_outputs, int | np.integer) or n_outputs < 1
+    ):
+        raise ArgumentError(f"n_outputs must be a positive integer or None, got {n_outputs!r}")
+    if targets is None:
+        raise ArgumentTypeError(
+            "open_targets() got targets=None; pass an array, a file, a column name of the data or batches"
+        )
+    if isinstance(targets, Source):
+        if targets.dtype is None or targets.row_shape is None:
+            raise ArgumentError(
+                f"targets is a Source ({targets.description}) without dtype / row_shape; pass what it was "
+                "opened from instead"
+            )
+        source = targets
+    else:
+        source = _open_targets(targets, data, header)
+    if source.n_rows == 0:
+        raise DataError(f"{source.description} has no rows")
+    if n_outputs is not None and source.row_shape != () and math.prod(source.row_shape) != n_outputs:
+        raise DataError(
+            f"{source.description} hold {list(source.row_shape)} values per row; the model has {n_outputs} "
+            f"outputs: pass one value per row (a class label, or the value of one output) or {n_outputs}"
+        )
+    return _checked_targets(source, nan_policy)
+
+
+def open_xy(
+    data,
+    targets=None,
+    *,
+    input_shape: Sequence[int],
+    feature_names: Sequence[str] | None = None,
+    header: bool | None = None,
+    n_outputs: int | None = None,
+    nan_policy: str = "raise",
+) -> tuple[Source, Source | None]:
+    """The data and its targets as two row-aligned streamed sources, for :func:`iter_chunks` ``((x, y), ...)``.
+
+    A target given as a column name of the data (``targets="y"``, see :func:`open_targets`) is read from the
+    data file / DataFrame and **dropped from the features** (like ``--target-column``); any other targets are
+    opened with :func:`open_targets`. Row counts known up front must agree.
+
+    Args:
+        data: anything :func:`open_source` accepts (a single input).
+        targets: anything :func:`open_targets` accepts, or ``None`` (no targets).
+        input_shape: the model's per-sample input shape.
+        feature_names: as for :func:`open_source`.
+        header: for CSV files (the data, and a CSV targets file): as in :func:`open_data`.
+        n_outputs: as for :func:`open_targets`.
+        nan_policy: as for :func:`open_targets` (for the targets; the data's NaN rows are handled by
+            :func:`iter_chunks`).
+
+    Returns:
+        ``(x_source, y_source)``; ``y_source`` is ``None`` when ``targets`` is ``None``.
+
+    Raises:
+        DataError: what :func:`open_source` and :func:`open_targets` refuse; row counts that differ (naming
+            both sources and their counts).
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> frame = pd.DataFrame({"a": [0.5, 1.5, 2.5], "b": [1.0, 2.0, 3.0], "label": [0, 1, 1]})
+        >>> x, y = open_xy(frame, "label", input_shape=(2,))
+        >>> chunk = next(iter_chunks((x, y), batch_size=4, input_shape=((2,), ()),
+        ...                          dtype=(np.float32, chunk_dtype(y.dtype))))
+        >>> x.feature_names, chunk.xs[1].dtype, chunk.xs[1][:3].tolist(), chunk.n_valid
+        (('a', 'b'), dtype('int32'), [0, 1, 1], 3)
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if targets is None:
+        return _open_checked(_with_header(data, header), shape, feature_names), None
+    # the targets first: a column name missing from the data is reported as such, not as a bad exclude=
+    y = open_targets(targets, data=data, n_outputs=n_outputs, header=header, nan_policy=nan_policy)
+    names = _column_names(targets)
+    x = _open_checked(_with_header(data, header), shape, feature_names, exclude=names or ())
+    check_aligned(x, y)
+    return x, y
+
+
+def check_aligned(x: Source, y: Source) -> None:
+    """Refuse data and targets whose row counts, both known up front, differ (naming both, with the CSV header
+    hint when they are one row apart). Counts known only while streaming are checked by :func:`iter_chunks`."""
+    if x.n_rows is None or y.n_rows is None or x.n_rows == y.n_rows:
+        return
+    hint = ""
+    if abs(x.n_rows - y.n_rows) == 1 and any(_CSV_MARK in s.description.lower() for s in (x, y)):
+        hint = (
+            "; one row apart: a CSV whose first line is 0,1,...,n-1 (or holds text) is read as a header. "
+            "Pass header=False (--no-header) if that line is data"
+        )
+    raise DataError(
+        f"data and targets are not row-aligned: the targets ({y.description}) have {y.n_rows} rows but the "
+        f"data ({x.description}) has {x.n_rows}{hint}"
+    )
+
+
+_CSV_MARK = ".csv"
+
+
+def parse_feature_names(text_or_path: str | os.PathLike) -> tuple[str, ...]:
+    """Feature names from a command-line value: ``"a,b,c"``, or a text file with one name per line.
+
+    A file may also separate names by commas; blank lines and surrounding spaces are ignored. Names must be
+    unique and non-empty.
+
+    Example:
+        >>> parse_feature_names("age, income,height")
+        ('age', 'income', 'height')
+
+    Raises:
+        DataFileNotFoundError: a value that looks like a file path (a path separator or an extension such as
+            ``.txt``, and no comma) but does not exist.
+        ArgumentError: an empty name, a duplicate name, no names.
+    """
+    if not isinstance(text_or_path, str | os.PathLike):
+        raise ArgumentTypeError(
+            f"feature names must be 'a,b,c' or a file path, got {type(text_or_path).__name__}"
+        )
+    text = os.fspath(text_or_path)
+    source = "feature names"
+    if os.path.isfile(text):
+        _check_file(text, "feature-names file")
+        try:
+            with open(text, encoding="utf-8-sig") as f:
+                content = f.read()
+        except UnicodeDecodeError as e:
+            raise DataError(f"feature-names file {text!r} is not UTF-8 text ({e})") from None
+        source = f"feature-names file {text!r}"
+        names = [n.strip() for line in content.splitlines() if line.strip() for n in line.split(",")]
+    else:
+        looks_like_path = "," not in text and (
+            os.sep in text or "/" in text or text.lower().endswith((".txt", ".csv", ".names", ".lst", ".tsv"))
+        )
+        if looks_like_path or isinstance(text_or_path, os.PathLike):
+            _check_file(text, "feature-names file")  # raises DataFileNotFoundError / DataError
+        names = [n.strip() for n in text.split(",")]
+    if not names or names == [""]:
+        raise ArgumentError(f"{source} holds no names; give 'a,b,c' or a file with one name per line")
+    empty = [i for i, n in enumerate(names) if not n]
+    if empty:
+        raise ArgumentError(
+            f"{source}: name {empty[0]} is empty ({text if len(text) < 80 else text[:77] + '...'!r}); "
+            "remove the extra comma or blank field"
+        )
+    seen: set[str] = set()
+    dup = next((n for n in names if n in seen or seen.add(n)), None)
+    if dup is not None:
+        raise ArgumentError(f"{source}: the name {dup!r} appears twice; feature names must be unique")
+    return tuple(names)
+
+
+def _column_names(targets) -> tuple[str, ...] | None:
+    """The column names when ``targets`` names columns of the data, else ``None`` (a file, an array, ...)."""
+    if isinstance(targets, str):
+        real, _ = _split_member(targets, (".npz", *_CSV_EXTENSIONS, *_PARQUET_EXTENSIONS))
+        if real.lower().endswith((".npy", ".npz", *_CSV_EXTENSIONS, *_PARQUET_EXTENSIONS)):
+            return None
+        return (targets,)
+    if isinstance(targets, list | tuple) and targets and all(isinstance(t, str) for t in targets):
+        return tuple(targets)
+    return None
+
+
+def _with_header(data, header: bool | None):
+    """``data`` with a CSV ``header`` choice applied (a :class:`DataSpec` 's own choice wins)."""
+    if header is None:
+        return data
+    if isinstance(data, DataSpec):
+        return data if data.header is not None else dataclasses.replace(data, header=header)
+    if isinstance(data, str | os.PathLike):
+        real, _ = _split_member(os.fspath(data), (".npz",))
+        if real.lower().endswith(_CSV_EXTENSIONS):
+            return DataSpec(os.fspath(data), header, ())
+    return data
+
+
+def _require_table(data, names: tuple[str, ...]) -> None:
+    """Refuse a target column name when the data has no named columns."""
+    if isinstance(data, DataSpec) or _is_dataframe(data):
+        return
+    if isinstance(data, str | os.PathLike):
+        real, _ = _split_member(os.fspath(data), (".npz",))
+        if real.lower().endswith(_CSV_EXTENSIONS + _PARQUET_EXTENSIONS):
+            return
+    what = "no data was given" if data is None else f"the data ({_kind(data)}) has no named columns"
+    shown = names[0] if len(names) == 1 else list(names)
+    raise DataError(
+        f"targets={shown!r} is not a file with a known extension, so it names a column of the data, but "
+        f"{what}. Pass the targets as an array or a file ({_EXTENSIONS.removeprefix('use ')}), or give a "
+        "CSV / Parquet / DataFrame data that has that column"
+    )
+
+
+def _kind(data) -> str:
+    if isinstance(data, str | os.PathLike):
+        return repr(os.fspath(data))
+    shape = getattr(data, "shape", None)
+    return f"{type(data).__name__} {tuple(shape)}" if shape is not None else type(data).__name__
+
+
+def _open_targets(targets, data, header: bool | None) -> Source:
+    """The unchecked targets source, with ``dtype`` and ``row_shape`` set."""
+    names = _column_names(targets)
+    if names is not None:
+        _require_table(data, names)
+        if _is_dataframe(data):
+            return _frame_columns(data, names, "targets: column", "DataFrame")
+        spec = data if isinstance(data, DataSpec) else DataSpec(os.fspath(data), header, ())
+        hdr = spec.header if spec.header is not None else header
+        return _file_columns(spec.path, names, hdr, role="data file", fast=True)
+    if isinstance(targets, DataSpec):
+        return _target_file(targets.path, targets.header if targets.header is not None else header, targets.exclude)
+    if isinstance(targets, str | os.PathLike):
+        return _target_file(os.fspath(targets), header, ())
+    if _is_dataframe(targets):
+        return _frame_columns(targets, tuple(str(c) for c in targets.columns), "targets: DataFrame", None)
+    if type(targets).__name__ == "Series" and hasattr(targets, "to_frame"):
+        frame = targets.to_frame()
+        return _frame_columns(frame, tuple(str(c) for c in frame.columns), "targets: Series", None)
+    if isinstance(targets, np.ndarray):
+        _check_dtype(targets.dtype, "targets")
+    if hasattr(targets, "__array__") or isinstance(targets, list | tuple):
+        arr = targets if isinstance(targets, np.ndarray) else _try_array(targets, "targets")
+        if arr is not None:
+            if arr.ndim == 0:
+                raise DataError(f"targets is a single number ({arr.item()!r}); pass one target per row")
+            return Source(
+                lambda rows: _array_blocks(arr, rows),
+                int(arr.shape[0]),
+                None,
+                f"targets: array {tuple(arr.shape)}",
+                arr.dtype,
+                _squeezed(arr.shape[1:]),
+            )
+    if isinstance(targets, Iterable) and not isinstance(targets, bytes | dict | str):
+        return _target_batches(targets)
+    raise ArgumentTypeError(
+        "targets must be an array, a Series / DataFrame, a .npy/.npz/.csv/.parquet path, a column name of the "
+        f"data or an iterable of batches, got {type(targets).__name__}"
+    )
+
+
+def _squeezed(shape) -> Shape:
+    """Per-row shape with a trailing axis of 1 dropped: ``[n, 1]`` targets are one value per row."""
+    shape = tuple(int(d) for d in shape)
+    return shape[:-1] if shape[-1:] == (1,) else shape
+
+
+def _target_file(path: str, header: bool | None, exclude: tuple[str, ...]) -> Source:
+    real, member = _split_member(path, (".npz", *_CSV_EXTENSIONS, *_PARQUET_EXTENSIONS))
+    _check_file(real, "targets file")
+    lower = real.lower()
+    if lower.endswith(".npy"):
+        if member is not None:
+            raise ArgumentError(f"{path!r} names a column {member!r}, but {real!r} is a .npy array")
+        source = _npy_source(real, None, "targets file")
+    elif lower.endswith(".npz"):
+        source = _npz_source(real, member, None, "targets file")
+    elif lower.endswith(_CSV_EXTENSIONS + _PARQUET_EXTENSIONS):
+        if lower.endswith(_CSV_EXTENSIONS):
+            has_header, columns = _csv_layout(real, header, "targets file")
+        else:
+            has_header, columns = True, list(_parquet_file(real, "targets file").schema_arrow.names)
+        if member is not None:
+            return _file_columns(real, (member,), header, role="targets file", fast=False)
+        kept = [c for c in columns if c not in exclude]
+        if len(kept) != 1:
+            shown = ", ".join(kept[:12]) + (", ..." if len(kept) > 12 else "")
+            raise DataError(
+                f"targets file {real!r} has {len(kept)} columns ({shown}); name the target column "
+                f"('{os.path.basename(real)}:name'), or save the targets as a .npy array"
+            )
+        return _file_columns(real, tuple(kept), header, role="targets file", fast=False, named=has_header)
+    else:
+        raise DataError(f"targets file {real!r} has an unknown extension; {_EXTENSIONS}")
+    return dataclasses.replace(
+        source, description=f"targets: {source.description}", row_shape=_squeezed(source.row_shape)
+    )
+
+
+def _declared(dtypes: Sequence[np.dtype]) -> np.dtype:
+    """One dtype for several columns: int64 if all hold integers, bool if all bools, else float64."""
+    kinds = {np.dtype(d).kind for d in dtypes}
+    if kinds <= {"b"}:
+        return np.dtype(bool)
+    if kinds <= {"i", "u"}:
+        return np.dtype(np.int64)
+    return np.dtype(np.float64)
+
+
+def _file_columns(
+    path: str, names: tuple[str, ...], header: bool | None, *, role: str, fast: bool, named: bool = True
+) -> Source:
+    """Stream columns ``names`` of a CSV / Parquet file (float64 blocks ``[m, k]``, missing values NaN).
+
+    ``fast``: a CSV is parsed with ``usecols`` (only these columns are converted). Use it only alongside a
+    full read of the same file (:func:`open_xy`): a malformed row with surplus fields is caught by that read.
+    ``named=False``: a headerless targets file's only column.
+    """
+    lower = path.lower()
+    shown = names[0] if len(names) == 1 else list(names)
+    if lower.endswith(_PARQUET_EXTENSIONS):
+        pa, pq = _require_pyarrow("reading Parquet files")
+        pf = _parquet_file(path, role)
+        columns = list(pf.schema_arrow.names)
+        _check_columns(path, names, columns, role)
+        if pf.metadata.num_rows == 0:
+            raise DataError(f"{role} {path!r} has no rows")
+        types = {n: t for n, t in zip(columns, pf.schema_arrow.types)}
+        for n in names:
+            problem = _arrow_problem(types[n])
+            if problem is not None:
+                raise DataError(f"{role} {path!r}: column {n!r} has type {types[n]}: {problem}")
+        dtype = _declared(
+            [np.bool_ if pa.types.is_boolean(types[n]) else np.int64 if pa.types.is_integer(types[n])
+             else np.float64 for n in names]
+        )  # fmt: skip
+
+        def read(rows: int) -> Iterator[np.ndarray]:
+            try:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=list(names)):
+                    cols = [
+                        np.asarray(c.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), np.float64)
+                        for c in batch.columns
+                    ]
+                    yield np.stack(cols, axis=1)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise DataError(f"{role} {path!r} cannot be read: {e}") from None
+
+        n_rows = int(pf.metadata.num_rows)
+    elif lower.endswith(_CSV_EXTENSIONS):
+        pd = _require_pandas("reading CSV files")
+        delimiter = "\t" if lower.endswith(".tsv") else ","
+        has_header, columns = _csv_layout(path, header, role)
+        if named and not has_header:
+            raise DataError(
+                f"{role} {path!r} is read without a header line, so it has no column {shown!r}; "
+                "give it a header, or pass the targets as their own file"
+            )
+        _check_columns(path, names, columns, role)
+        use = list(names) if has_header else [int(n) for n in names]
+        opts = dict(sep=delimiter, header=0 if has_header else None, index_col=False, engine="c")
+        if fast:
+            opts["usecols"] = use
+        try:
+            peek = pd.read_csv(path, nrows=_PEEK_ROWS, **opts)[use]
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{role} {path!r} cannot be parsed: {e}") from None
+        _check_csv_frame(peek, path, 0, has_header, role)
+        dtype = _declared(list(peek.dtypes))
+        n_rows = csv_row_count(path, header=has_header)
+
+        def read(rows: int) -> Iterator[np.ndarray]:
+            start = 0
+            try:
+                with pd.read_csv(path, chunksize=rows, **opts) as it:
+                    for frame in it:
+                        frame = frame[use]
+                        _check_csv_frame(frame, path, start, has_header, role)
+                        start += len(frame)
+                        yield frame.to_numpy(np.float64, na_value=np.nan)
+            except (pd.errors.ParserError, UnicodeDecodeError) as e:
+                raise DataError(f"{role} {path!r} cannot be parsed near data row {start}: {e}") from None
+
+    else:
+        raise DataError(
+            f"targets={shown!r} names a column, but the data file {path!r} is not a CSV or Parquet table"
+        )
+    row_shape = () if len(names) == 1 else (len(names),)
+    what = f"column {shown!r}" if named else "column"
+    prefix = "targets: " + (f"{what} of {path!r}" if role == "data file" else f"{path!r} {what}")
+    return Source(
+        lambda rows: (b.reshape(-1, *row_shape) for b in read(rows)),
+        n_rows,
+        names if named else None,
+        prefix,
+        dtype,
+        row_shape,
+    )
+
+
+def _check_columns(path: str, names: Sequence[str], columns: Sequence[str], role: str) -> None:
+    missing = [n for n in names if n not in columns]
+    if missing:
+        shown = ", ".join(columns[:20]) + (", ..." if len(columns) > 20 else "")
+        raise DataError(f"{role} {path!r} has no column {missing[0]!r}; its columns are: {shown}")
+
+
+def _frame_columns(frame, names: tuple[str, ...], what: str, of: str | None) -> Source:
+    frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        shown = ", ".join(list(frame.columns)[:20]) + (", ..." if len(frame.columns) > 20 else "")
+        raise DataError(f"the data (a DataFrame) has no column {missing[0]!r}; its columns are: {shown}")
+    sub = frame[list(names)]
+    for c, d in sub.dtypes.items():
+        kind = getattr(d, "kind", "O")
+        if kind not in "biuf":
+            bad = f"column {c!r} has dtype {d}: "
+            problem = _dtype_problem(np.dtype(d) if kind != "O" and isinstance(d, np.dtype) else np.dtype(object))
+            raise DataError(f"{what} {bad}{problem}")
+    dtype = _declared([np.dtype(np.int64) if d.kind in "iu" else np.dtype(bool) if d.kind == "b" else
+                       np.dtype(np.float64) for d in sub.dtypes])  # fmt: skip
+    row_shape = () if len(names) == 1 else (len(names),)
+    shown = names[0] if len(names) == 1 else list(names)
+    desc = f"{what} {shown!r}" + (f" of the {of}" if of else "")
+    return Source(
+        lambda rows: (b.reshape(-1, *row_shape) for b in _frame_blocks(sub, rows, None)),
+        len(sub),
+        names,
+        desc,
+        dtype,
+        row_shape,
+    )
+
+
+def _target_batches(data) -> Source:
+    """Targets from an iterable of batches; the first batch is read now (dtype, shape)."""
+    it = iter(data)
+    one_shot = it is data
+    try:
+        first = next(it)
+    except StopIteration:
+        raise DataError(f"targets ({type(data).__name__}) hold no batches") from None
+    first = _target_batch(first, 0)
+    dtype, row_shape = first.dtype, _squeezed(first.shape[1:])
+    pending = [first] if one_shot else []
+
+    def blocks(rows: int) -> Iterator[np.ndarray]:
+        del rows
+        if one_shot:
+            while pending:
+                yield pending.pop()
+            for i, batch in enumerate(it, start=1):
+                yield _target_batch(batch, i)
+        else:
+            for i, batch in enumerate(data):
+                yield _target_batch(batch, i)
+
+    return Source(blocks, None, None, f"targets: {type(data).__name__} of batches", dtype, row_shape)
+
+
+def _target_batch(batch, i: int) -> np.ndarray:
+    if isinstance(batch, tuple):
+        if len(batch) < 2:
+            raise DataError(
+                f"batch {i} of targets is a tuple of {len(batch)}; tuple batches (x, y, ...) give their "
+                "second element as the targets: pass arrays, or (x, y) tuples"
+            )
+        batch = batch[1]
+    if isinstance(batch, np.ndarray):
+        _check_dtype(batch.dtype, f"batch {i} of targets")
+    arr = _try_array(batch, f"batch {i} of targets")
+    if arr is None or arr.ndim == 0:
+        raise DataError(f"batch {i} of targets is a {type(batch).__name__}; expected a numeric array [m, ...]")
+    return arr
+
+
+def _checked_targets(source: Source, nan_policy: str) -> Source:
+    """Every block checked as it streams: dtype, per-row shape, finite (``nan_policy``), float32 range, and
+    the declared dtype kept (whole numbers for class labels)."""
+    dtype, row_shape, what = np.dtype(source.dtype), tuple(source.row_shape), source.description
+    _check_dtype(dtype, what)
+    names = source.feature_names
+
+    def blocks(rows: int) -> Iterator[np.ndarray]:
+        seen = 0
+        for block in source.blocks(rows):
+            block = np.asarray(block)
+            _check_dtype(block.dtype, f"{what} (rows from {seen})")
+            if block.ndim == 0:
+                raise DataError(f"{what}: a block at row {seen} is a single number; blocks must be [m, ...]")
+            if block.shape[1:] != row_shape:
+                if block.shape[1:] == (*row_shape, 1):
+                    block = block.reshape(block.shape[:-1])
+                else:
+                    raise DataError(
+                        f"{what}: rows {seen}.. have per-row shape {list(block.shape[1:])}, earlier rows "
+                        f"{list(row_shape)}; every row needs the same shape"
+                    )
+            m = block.shape[0]
+            flat = block.reshape(m, -1)
+            if block.dtype.kind == "f" and m:
+                finite = np.isfinite(flat)
+                if nan_policy == "raise" and not finite.all():
+                    row, col = (int(i) for i in np.argwhere(~finite)[0])
+                    raise DataError(
+                        f"{what} row {seen + row}{_target_column(col, names, flat.shape[1])} holds "
+                        f"{flat[row, col]}; targets must be finite: drop that row from the data and the targets "
+                        "(or pass nan_policy='skip' to mask such rows out)"
+                    )
+                _check_float32_range(flat, what, seen, names)
+                if block.dtype != dtype and dtype.kind in "iub":
+                    lo, hi = (0, 1) if dtype.kind == "b" else (-(2.0**63), 2.0**63)
+                    bad = finite & ((flat != np.round(flat)) | (flat < lo) | (flat >= hi))
+                    if bad.any():
+                        row, col = (int(i) for i in np.argwhere(bad)[0])
+                        kind = "0 / 1 (bools)" if dtype.kind == "b" else "whole numbers (class labels)"
+                        raise DataError(
+                            f"{what} row {seen + row}{_target_column(col, names, flat.shape[1])} holds "
+                            f"{flat[row, col]:.17g}, but its first rows read as {kind} (dtype {dtype}); "
+                            "write every value of a continuous target with a decimal point (1.0), or save "
+                            "the targets as a float .npy array"
+                        )
+                    if finite.all():
+                        block = block.astype(dtype)
+                elif block.dtype != dtype:
+                    block = block.astype(dtype)
+            elif block.dtype != dtype:
+                block = block.astype(dtype)
+            seen += m
+            yield block
+        _check_row_count(source, seen)
+
+    return dataclasses.replace(source, blocks=blocks)
+
+
+def _target_column(col: int, names, width: int) -> str:
+    if names is not None and col < len(names):
+        return f", column {names[col]!r}"
+    return "" if width == 1 else f", column {col}"
+
+
 # ------------------------------------------------------------------------------------------- chunks
 def chunk_dtype(dtype) -> np.dtype:
     """The dtype of a chunk fed to a model input declared ``dtype``: float32 for floating inputs, int32 for
@@ -1142,7 +1871,7 @@ def raise_misaligned(what_a: str, n_a: int, what_b: str, n_b: int, *, at_least: 
     more = "at least " if at_least else ""
     raise DataError(
         f"the inputs' data are not row-aligned: {what_a} has {n_a} rows but {what_b} has {more}{n_b}; every "
-        "input needs one row per sample, in the same order"
+        "input (and the targets) needs one row per sample, in the same order"
     )
 
 

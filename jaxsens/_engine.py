@@ -94,6 +94,7 @@ def run(
     model,
     data,
     *,
+    targets=None,
     batch_size: int | None = None,
     bytes_per_sample: int | None = None,
     nan_policy: str = "raise",
@@ -114,6 +115,11 @@ def run(
         data: anything :func:`jaxsens._data.open_source` accepts, or a ``Source``; for several inputs, a tuple
             or dict of those (:func:`jaxsens._data.open_sources`: row-aligned, read chunk by chunk together, so
             memory stays independent of the number of rows), or a tuple of ``Source`` s.
+        targets: ``None``, or targets streamed row-aligned with ``data`` (anything
+            :func:`jaxsens._data.open_xy` accepts: an array, a file, a column name of the data, a ``Source``);
+            the kernel's second argument is then ``(xs, ys)`` with ``ys`` ``[batch_size, *target_shape]``
+            (int32 for integer class labels, else float32), and a row with NaN / Inf in its targets is a bad
+            row like any other.
         batch_size: rows per chunk; default from :func:`choose_batch_size` and ``bytes_per_sample``.
         bytes_per_sample: memory one sample needs inside the kernel (for the default ``batch_size``).
         nan_policy: ``"raise"`` or ``"skip"`` rows holding NaN / Inf.
@@ -131,6 +137,8 @@ def run(
     """
     names, shapes, dtypes = model_inputs(model)
     multi = len(shapes) > 1
+    if targets is not None:
+        from jaxsens._data import open_xy
     if multi:
         input_shape = shapes
         source = (
@@ -142,14 +150,23 @@ def run(
         n_in = sum(math.prod(s) for s in shapes)
     else:
         input_shape = shapes[0]
-        source = (
-            data
-            if isinstance(data, Source)
-            else open_source(
-                data, input_shape=input_shape, feature_names=getattr(model, "feature_names", None)
+        if targets is not None and not isinstance(targets, Source):
+            source, targets = open_xy(
+                data, targets, input_shape=input_shape, feature_names=getattr(model, "feature_names", None)
             )
-        )
+        else:
+            source = (
+                data
+                if isinstance(data, Source)
+                else open_source(
+                    data, input_shape=input_shape, feature_names=getattr(model, "feature_names", None)
+                )
+            )
         n_rows, n_in = source.n_rows, math.prod(input_shape)
+    if targets is not None and multi and not isinstance(targets, Source):
+        _, targets = open_xy(source[0], targets, input_shape=shapes[0])
+    if targets is not None and n_rows is None:
+        n_rows = targets.n_rows
     devices = list(devices) if devices is not None else jax.local_devices()
     if not devices:
         raise ArgumentError("devices= is empty; pass at least one jax.Device or leave it as None")
@@ -175,10 +192,20 @@ def run(
 
     report = _progress(progress, n_rows)
     chunk_dtypes = tuple(chunk_dtype(d) for d in dtypes)  # float32; int32 for token ids (exact)
-    dtype = chunk_dtypes if multi else chunk_dtypes[0]
+    sources, shapes_all, dtype = source, input_shape, chunk_dtypes if multi else chunk_dtypes[0]
+    if targets is not None:  # targets stream with the data, row-aligned: one more source in the same chunks
+        y_dtype = np.int32 if np.dtype(getattr(targets, "dtype", np.float32)).kind in "iub" else np.float32
+        y_shape = tuple(getattr(targets, "row_shape", ()) or ())
+        sources = (*source, targets) if multi else (source, targets)
+        shapes_all = (*input_shape, y_shape) if multi else (input_shape, y_shape)
+        dtype = (*chunk_dtypes, y_dtype)
     chunks = iter_chunks(
-        source, batch_size=batch_size, input_shape=input_shape, nan_policy=nan_policy, dtype=dtype
+        sources, batch_size=batch_size, input_shape=shapes_all, nan_policy=nan_policy, dtype=dtype
     )
+    if targets is not None:  # (xs..., ys) -> ((xs...) or xs, ys)
+        chunks = (
+            dataclasses.replace(c, xs=((tuple(c.xs[:-1]) if multi else c.xs[0]), c.xs[-1])) for c in chunks
+        )
     acc, pending = None, collections.deque()
     n_valid = n_skipped = n_chunks = done = 0
     feed = _prefetch(chunks, put)

@@ -9,21 +9,25 @@ Journal of Statistical Software 102(7), 2022), with the standard error of the me
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.errors import ArgumentError, ArgumentTypeError
+from converters.errors import ArgumentError
 from converters.onnx_to_jax.ops.rnn import unroll_limit
 from jaxsens import _engine, _stats
+from jaxsens._checks import check_model
+from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._model import Model, apply_rows
-from jaxsens._results import JacobianImportance
+from jaxsens._results import Result, Results, result_class
 
-__all__ = ["check_gradient_model", "jacobian_importance"]
+__all__ = ["JacobianImportance", "SPEC", "jacobian_importance"]
 
 _MODES = ("auto", "reverse", "forward")
 _SCALES = (None, "std")
@@ -148,20 +152,120 @@ def _input_stats(jac, xs, mask, correlate: bool) -> dict:
     return stats
 
 
-def jacobian_importance(
-    model: Model,
-    data,
-    *,
-    batch_size: int | None = None,
-    mode: str = "auto",
-    outputs: int | str | Sequence[int | str] | None = None,
-    scale: str | None = None,
-    progress=None,
-    nan_policy: str = "raise",
-    precision: str = "float32",
-    devices: Sequence[jax.Device] | None = None,
-) -> JacobianImportance | dict[str, JacobianImportance]:
-    r"""Mean absolute, mean, std and RMS of the per-sample Jacobian over a data set, in one streaming pass.
+@result_class
+class JacobianImportance(Result):
+    r"""Statistics of the per-sample Jacobian :math:`J_{ij}(x) = \partial f_i / \partial x_j` over a data set.
+
+    ``importance`` is :math:`\overline{|J|}` (``[n_outputs, *input_shape]``, float64; NeuralSens' ``mean
+    |sens|``) and ``stderr`` its standard error ``std(|J|) / sqrt(n_samples)`` (ddof = 1). With
+    ``scale="std"`` every statistic is of ``J_ij * s_j``, ``s_j`` the standard deviation of feature ``j``.
+
+    Attributes (besides those of :class:`jaxsens.Result`):
+        mean: :math:`\overline{J}`, the direction of the effect.
+        std: standard deviation of :math:`J` over samples (NeuralSens' ``std``).
+        rms: :math:`\sqrt{\overline{J^2}}` (NeuralSens' ``meanSensSQ``).
+        mode: ``"reverse"`` or ``"forward"``, how the Jacobian was computed.
+        scale: ``None`` or ``"std"``.
+        input_mean: ``[n_features]`` mean of each feature (pooled over time steps for sequence inputs).
+        input_std: ``[n_features]`` its standard deviation (ddof = 1).
+        correlated_pairs: ``(name_a, name_b, r)`` for feature pairs with ``|r| > 0.9``, strongest first;
+            ``None`` if not checked (more than 1024 features).
+        time_aggregate: for inputs with more than one axis, statistics of the per-sample sums over every axis
+            but the last (``sum_t |J_tf|`` for ``mean_abs`` / ``stderr``; ``sum_t J_tf`` for ``mean`` /
+            ``std`` / ``rms``), each ``[n_outputs, n_features]``; see :meth:`by_feature`. The per-feature
+            ranking of a sequence input uses it (exact stderr).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    rms: np.ndarray
+    mode: str = "reverse"
+    scale: str | None = None
+    input_mean: np.ndarray | None = None
+    input_std: np.ndarray | None = None
+    correlated_pairs: tuple[tuple[str, str, float], ...] | None = ()
+    time_aggregate: dict[str, np.ndarray] | None = None
+
+    stderr_rule: ClassVar[str] = "std(|J|) / sqrt(n_samples)"
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        r""":math:`\overline{|J|}`: the same array as ``importance``."""
+        return self.importance
+
+    def by_feature(self) -> JacobianImportance:
+        """Aggregate a sequence input ``[T, F]`` (or any ``[..., F]``) over its leading axes: ``[n_outputs, F]``.
+
+        ``importance`` is the mean over samples of ``sum_t |J_tf|`` (the total absolute effect of feature ``f``
+        through all its time steps), ``stderr`` its exact standard error; ``mean``, ``std`` and ``rms`` describe
+        ``sum_t J_tf``. Accumulated in the same pass. 1-D inputs return ``self``.
+        """
+        if len(self.input_shape) <= 1:
+            return self
+        agg = self.time_aggregate
+        if agg is None:
+            raise ArgumentError("this result has no time aggregate (it was built without one)")
+        return dataclasses.replace(
+            self, importance=agg["mean_abs"], mean=agg["mean"], std=agg["std"], rms=agg["rms"],
+            stderr=agg["stderr"], input_shape=(self.input_shape[-1],), time_aggregate=None,
+        )
+
+    def feature_importance(self):
+        if len(self.input_shape) > 1 and self.time_aggregate is not None:
+            return self.time_aggregate["mean_abs"], self.time_aggregate["stderr"]
+        return super().feature_importance()
+
+    def _extra_columns(self):
+        return {"mean": self.mean, "std": self.std, "rms": self.rms}
+
+    @property
+    def importance_label(self) -> str:  # noqa: F811 - per instance: says when J is scaled
+        return "mean |dy/dx| x std(x)" if self.scale == "std" else "mean |dy/dx|"
+
+
+def _prepare(call: Call) -> Plan:
+    model, opts = call.model, call.options
+    shapes = check_model(model, "jacobian_importance", family="gradient", multi_input=True)
+    selected = call.outputs
+    n_selected = model.n_outputs if selected is None else len(selected)
+    n_in = sum(math.prod(s) for s in shapes)
+    mode = opts["mode"]
+    resolved = ("reverse" if n_selected < n_in else "forward") if mode == "auto" else mode
+    correlate = tuple(s[-1] <= _MAX_CORRELATED_FEATURES for s in shapes)
+    static = {
+        "mode": resolved,
+        "outputs": selected,
+        "correlate": correlate if len(shapes) > 1 else correlate[0],
+        "precision": opts["precision"],
+        "sums_to_one": _softmax_head(model),
+    }
+    per_sample = None if call.batch_size is not None else _bytes_per_sample(model, resolved, selected)
+    return Plan(state=model, static=static, bytes_per_sample=per_sample,
+                context={"shapes": shapes, "mode": resolved, "correlate": correlate})
+
+
+def _finalize_result(stats, info, plan: Plan, call: Call):
+    model, ctx = call.model, plan.context
+    shapes = ctx["shapes"]
+    outs = output_names(model, call.outputs)
+    common = dict(output_names=outs, mode=ctx["mode"], scale=call.options["scale"], options=call.record())
+    if len(shapes) == 1:
+        names = info.feature_names or model.feature_names or tuple(f"x{i}" for i in range(shapes[0][-1]))
+        return _result(stats, info, names, shapes[0], ctx["correlate"][0], **common)
+    results = {}
+    for name, shape, part, header, corr in zip(model.input_names, shapes, stats, info.feature_names,
+                                               ctx["correlate"]):
+        names = header or tuple(f"{name}[{j}]" for j in range(shape[-1]))
+        results[name] = _result(part, info, names, shape, corr, **common)
+    return Results(results)
+
+
+SPEC = Method(
+    name="jacobian",
+    function_name="jacobian_importance",
+    family="gradient",
+    summary="mean |dy/dx| over the data, with mean, std and RMS of the per-sample Jacobian (NeuralSens' measures)",
+    doc=r"""Mean absolute, mean, std and RMS of the per-sample Jacobian over a data set, in one streaming pass.
 
     For every sample, :math:`J(x) = \partial f(x) / \partial x` of shape ``[n_outputs, *input_shape]`` is
     computed with ``jax.vmap(jax.jacrev(f))`` (or ``jacfwd``) inside one compiled kernel per model
@@ -187,37 +291,21 @@ def jacobian_importance(
     :func:`jaxsens.permutation_importance`, whose discrete perturbation (ids permuted across rows) is defined
     for them. Differentiating with respect to the embedding output is not available yet.
 
-    Args:
+    Args (besides the shared ones, see below):
         model: a :class:`jaxsens.Model` with floating-point inputs (one, or several).
         data: ``[n_samples, *input_shape]`` as a numpy / JAX array or DataFrame; a path to a ``.npy``
             (streamed from disk), ``.npz`` (first array, or ``"file.npz:name"``), ``.csv`` or ``.parquet``
-            file (header names become ``feature_names``; a header holding all of the model's feature names
-            selects them); or any iterable of batches (a tuple batch ``(x, y)`` uses ``x``). For several inputs
+            file (header names become ``feature_names``); or any iterable of batches. For several inputs
             a tuple or dict of these, one per input (see above).
-        batch_size: rows per compiled chunk (rounded up to a multiple of the device count); default from the
-            memory the per-sample Jacobian needs (see :func:`jaxsens._engine.choose_batch_size`).
-        mode: ``"reverse"`` (``jacrev``, cost ~ n_outputs backward passes), ``"forward"`` (``jacfwd``, cost ~
-            n_inputs forward passes) or ``"auto"``: reverse when the number of explained outputs is smaller
-            than the number of input elements.
-        outputs: explain only these outputs (indices into the flattened output, or names from
-            ``model.output_names``); the model is applied, then indexed, then differentiated, so reverse mode
-            costs proportionally less.
-        scale: ``None``, or ``"std"`` to report statistics of ``J_ij * s_j`` with ``s_j`` the standard
-            deviation (ddof = 1) of feature ``j`` over the same rows (pooled over time steps for sequence
-            inputs), which makes inputs with different units comparable. ``s`` is accumulated in the same pass
-            and applied when the statistics are finalized; this is exact, since every statistic is linear in
-            ``s_j >= 0``. Refused (``DataError``) with fewer than 2 rows or a constant feature, where ``s_j``
-            is undefined or 0 and the scaled importance would say nothing about the model.
-        progress: ``True`` for a progress bar, or a callable ``progress(rows_done, rows_total_or_None)``.
-        nan_policy: ``"raise"`` (default; the error names the first bad row) or ``"skip"`` rows with NaN / Inf
-            (counted in ``n_skipped``).
-        precision: matmul precision inside the kernel: ``"float32"`` (default; true float32 products, needed
-            for the 1e-5 accuracy of a million-row mean), or ``"tensorfloat32"`` / ``"bfloat16"`` (faster on
-            GPU tensor cores, ~1e-3 relative error).
-        devices: devices to shard the batch axis over; default all local devices.
+        outputs: explain only these outputs (indices into the flattened output, or names); the model is
+            applied, then indexed, then differentiated, so reverse mode costs proportionally less.
+        mode, scale, precision: see Options below. ``scale="std"`` reports statistics of ``J_ij * s_j`` with
+            ``s_j`` the standard deviation (ddof = 1) of feature ``j`` over the same rows (pooled over time
+            steps), accumulated in the same pass and applied at the end (exact: every statistic is linear in
+            ``s_j >= 0``); refused (``DataError``) with fewer than 2 rows or a constant feature.
 
     Returns:
-        A :class:`JacobianImportance` (several inputs: ``dict[input_name, JacobianImportance]``). Input pairs
+        A :class:`JacobianImportance` (several inputs: :class:`jaxsens.Results`, ``{input_name: JacobianImportance}``). Input pairs
         whose Pearson correlation exceeds 0.9 in absolute value (over features, pooled over time steps) are
         listed in ``correlated_pairs`` and reported with a :class:`jaxsens._stats.CorrelatedInputsWarning`.
 
@@ -233,172 +321,26 @@ def jacobian_importance(
         >>> m = Model.from_function(lambda p, x: p @ x, w, input_shape=(3,))
         >>> xs = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
         >>> r = jacobian_importance(m, xs)
-        >>> r.mean.tolist(), r.mean_abs.tolist()
+        >>> r.mean.tolist(), r.importance.tolist()
         ([[1.0, -2.0, 0.5]], [[1.0, 2.0, 0.5]])
-    """
-    shapes = check_gradient_model(model, "jacobian_importance")
-    if mode not in _MODES:
-        raise ArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
-    if scale not in _SCALES:
-        raise ArgumentError(f"scale must be None or 'std', got {scale!r}")
-    if precision not in _PRECISIONS:
-        raise ArgumentError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    multi = len(shapes) > 1
-    selected = _resolve_outputs(outputs, model.output_names or (), model.n_outputs)
-    n_selected = model.n_outputs if selected is None else len(selected)
-    n_in = sum(math.prod(s) for s in shapes)
-    resolved = ("reverse" if n_selected < n_in else "forward") if mode == "auto" else mode
-    correlate = tuple(s[-1] <= _MAX_CORRELATED_FEATURES for s in shapes)
-
-    kernel = functools.partial(
-        _jacobian_kernel,
-        mode=resolved,
-        outputs=selected,
-        correlate=correlate if multi else correlate[0],
-        precision=precision,
-        sums_to_one=_softmax_head(model),
-    )
-    per_sample = None if batch_size is not None else _bytes_per_sample(model, resolved, selected)
-    stats, info = _engine.run(
-        kernel,
-        model,
-        data,
-        batch_size=batch_size,
-        bytes_per_sample=per_sample,
-        nan_policy=nan_policy,
-        progress=progress,
-        devices=devices,
-    )
-
-    all_outputs = model.output_names or tuple(f"y{i}" for i in range(model.n_outputs))
-    output_names = all_outputs if selected is None else tuple(all_outputs[i] for i in selected)
-    if not multi:
-        names = info.feature_names or model.feature_names or tuple(f"x{i}" for i in range(shapes[0][-1]))
-        return _result(stats, info, names, output_names, shapes[0], resolved, scale, correlate[0])
-    results = {}
-    for name, shape, part, header, corr in zip(
-        model.input_names, shapes, stats, info.feature_names, correlate
-    ):
-        names = header or tuple(f"{name}[{j}]" for j in range(shape[-1]))
-        results[name] = _result(part, info, names, output_names, shape, resolved, scale, corr)
-    return results
+""",
+    result=JacobianImportance,
+    options=(
+        Option("mode", str, "auto", "reverse (jacrev), forward (jacfwd), or auto: reverse when fewer outputs "
+               "than input elements", choices=_MODES),
+        Option("scale", str, None, "std: report statistics of J_ij * std(x_j) (unit-free)", choices=("std",)),
+        Option("precision", str, "float32", "matmul precision in the kernel (tensorfloat32 / bfloat16: faster "
+               "on GPUs, ~1e-3 relative error)", choices=_PRECISIONS),
+    ),
+    prepare=_prepare,
+    kernel=_jacobian_kernel,
+    finalize=_finalize_result,
+    multi_input=True,
+)
 
 
-def check_gradient_model(model, method: str) -> tuple[tuple[int, ...], ...]:
-    """Boundary check of the gradient methods; returns the per-sample shape of each input.
-
-    Refuses a non-``Model``, an input without a feature axis, and integer / bool inputs (token ids): their
-    derivative is zero everywhere, a silent wrong answer if it were reported.
-    """
-    if not isinstance(model, Model):
-        raise ArgumentTypeError(
-            f"{method}() needs a jaxsens.Model, got {type(model).__name__}; see load_model()"
-        )
-    _, shapes, _ = _engine.model_inputs(model)
-    for name, shape in zip(model.input_names, shapes):
-        if not shape or not all(isinstance(d, int | np.integer) for d in shape):
-            raise ArgumentError(
-                f"{method}() needs inputs with at least one axis (features); input {name!r} has per-sample "
-                f"shape {shape}"
-            )
-    ints = _engine.integer_inputs(model)
-    if ints:
-        name, dtype = ints[0]
-        more = f" (also {[n for n, _ in ints[1:]]})" if len(ints) > 1 else ""
-        raise ArgumentError(
-            f"{method}() differentiates the model with respect to its inputs, but input {name!r} is {dtype}"
-            f"{more}: integer inputs (e.g. token ids feeding an Embedding / Gather) have no derivative, and the "
-            "gradient through them is 0 everywhere. Use permutation_importance(), the perturbation method that "
-            "defines a discrete perturbation for them (ids permuted across rows); differentiating with respect "
-            "to the embedding output is not available yet. If the values are really continuous, export the "
-            "model with a float input"
-        )
-    shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-    cut = _cut_inputs(model, shapes)
-    if cut:
-        raise ArgumentError(
-            f"{method}() differentiates the model with respect to its inputs, but input {cut[0]!r} reaches the "
-            "output only through operations without a derivative (a Cast to an integer type, e.g. token ids in a "
-            "float input feeding an Embedding / Gather, or Round / Floor / ArgMax): its derivative is 0 "
-            "everywhere although the output depends on it. Use permutation_importance(), the perturbation method "
-            "that defines a discrete perturbation for ids (permuted across rows); differentiating with respect to "
-            "the embedding output is not available yet"
-        )
-    return shapes
-
-
-_CUT_CACHE: dict = {}
-
-
-def _cut_inputs(model: Model, shapes) -> tuple[str, ...]:
-    """Inputs the output depends on but whose derivative is structurally zero (traced once per architecture).
-
-    Two abstract traces, no evaluation: the output's dependence on each input in the jaxpr of ``apply``, and the
-    dependence of the JVP's output tangent on each input tangent. An input in the first but not in the second
-    reaches the output only through operations whose derivative JAX knows to be zero (``convert_element_type``
-    to an integer, ``round``, ``floor``, ``argmax``, ``stop_gradient``): its Jacobian is 0 for every ``x``.
-    Both analyses over-approximate through control flow (``scan``, ``while``, ``cond`` count as depending on all
-    their operands), so a differentiable input is never reported.
-    """
-    leaves, treedef = jax.tree.flatten(model)
-    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves))
-    try:
-        return _CUT_CACHE[key]
-    except TypeError:  # unhashable static metadata: analyse without caching
-        key = None
-    except KeyError:
-        pass
-    examples = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
-    multi = len(shapes) > 1
-
-    def f(x):
-        return model.apply(model.params, x)
-
-    def tangent(x, t):
-        return jax.jvp(f, (x,), (t,))[1]
-
-    x = examples if multi else examples[0]
-    with unroll_limit(0):
-        primal = jax.make_jaxpr(f)(x).jaxpr
-        linear = jax.make_jaxpr(tangent)(x, x).jaxpr
-    n = len(shapes)
-    cut = []
-    for i, name in enumerate(model.input_names):
-        hot = [j == i for j in range(n)]
-        if any(_reaches(primal, hot)) and not any(_reaches(linear, [False] * n + hot)):
-            cut.append(name)
-    cut = tuple(cut)
-    if key is not None and len(_CUT_CACHE) < 256:
-        _CUT_CACHE[key] = cut
-    return cut
-
-
-def _reaches(jaxpr, tainted_in: Sequence[bool]) -> list[bool]:
-    """For each output of ``jaxpr``: does it depend on an input flagged in ``tainted_in``? (forward taint)"""
-    tainted = {v for v, t in zip(jaxpr.invars, tainted_in) if t}
-
-    def hit(v):
-        return not hasattr(v, "val") and v in tainted  # literals carry ``val`` and depend on nothing
-
-    for eqn in jaxpr.eqns:
-        ins = [hit(v) for v in eqn.invars]
-        if not any(ins):
-            continue
-        sub = next((eqn.params[k] for k in ("jaxpr", "call_jaxpr") if k in eqn.params), None)
-        sub = getattr(sub, "jaxpr", sub)
-        if eqn.primitive.name in ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint") and (
-            sub is not None and len(sub.invars) == len(ins) and len(sub.outvars) == len(eqn.outvars)
-        ):
-            outs = _reaches(sub, ins)
-        else:  # control flow, custom rules: every output depends on every operand
-            outs = [True] * len(eqn.outvars)
-        tainted.update(v for v, o in zip(eqn.outvars, outs) if o)
-    return [hit(v) for v in jaxpr.outvars]
-
-
-def _result(
-    stats, info, feature_names, output_names, input_shape, mode, scale, correlate
-) -> JacobianImportance:
+def _result(stats, info, feature_names, input_shape, correlate, *, output_names, mode, scale, options
+            ) -> JacobianImportance:
     """One input's :class:`JacobianImportance` from its merged statistics."""
     n_features = input_shape[-1]
     input_std = _stats.std(stats["x"])
@@ -410,18 +352,22 @@ def _result(
     pairs = None
     if correlate:
         pairs = _stats.correlated_pairs(stats["xcorr"], feature_names, threshold=_CORRELATION_THRESHOLD)
-        _stats.warn_correlated(
-            pairs, threshold=_CORRELATION_THRESHOLD, method="jacobian_importance", stacklevel=4
-        )
+        _stats.warn_correlated(pairs, threshold=_CORRELATION_THRESHOLD, method="jacobian_importance", stacklevel=7)
     return JacobianImportance(
-        **finals,
+        importance=finals["mean_abs"],
+        stderr=finals["stderr"],
+        mean=finals["mean"],
+        std=finals["std"],
+        rms=finals["rms"],
         n_samples=info.n_samples,
+        n_skipped=info.n_skipped,
         feature_names=tuple(feature_names),
         output_names=tuple(output_names),
         input_shape=tuple(input_shape),
+        method="jacobian",
+        options=options,
         mode=mode,
         scale=scale,
-        n_skipped=info.n_skipped,
         input_mean=np.asarray(stats["x"].mean, np.float64),
         input_std=input_std,
         correlated_pairs=pairs,
@@ -458,29 +404,4 @@ def _finalize(jac: _stats.Moments, abs_jac: _stats.Moments, s: np.ndarray) -> di
     return {k: v * s for k, v in out.items()}
 
 
-def _resolve_outputs(outputs, names: Sequence[str], n_outputs: int) -> tuple[int, ...] | None:
-    """Indices into the flattened output for ``outputs=`` (indices or names)."""
-    if outputs is None:
-        return None
-    items = [outputs] if isinstance(outputs, str | int | np.integer) else list(outputs)
-    if not items:
-        raise ArgumentError("outputs= is empty; pass None for all outputs, or indices / names of outputs")
-    idx = []
-    for o in items:
-        if isinstance(o, str):
-            if o not in names:
-                raise ArgumentError(
-                    f"outputs= names an unknown output {o!r}; the model's outputs are {list(names)}"
-                )
-            idx.append(list(names).index(o))
-        elif isinstance(o, int | np.integer) and not isinstance(o, bool):
-            if not -n_outputs <= int(o) < n_outputs:
-                raise ArgumentError(
-                    f"outputs= index {int(o)} is out of range for a model with {n_outputs} outputs"
-                )
-            idx.append(int(o) % n_outputs)
-        else:
-            raise ArgumentTypeError(f"outputs= takes output indices or names, got {o!r}")
-    if len(set(idx)) != len(idx):
-        raise ArgumentError(f"outputs= repeats an output: {items}")
-    return tuple(idx)
+jacobian_importance = SPEC.as_function()

@@ -38,6 +38,7 @@ Shape = tuple[int, ...]
         "layer_names",
         "input_names",
         "batched",
+        "outputs_sum_to_one",
     ],
     # `source` is only a label for reports: kept out of the pytree so that two weekly files of one architecture,
     # loaded from different paths, still share compiled code (unflattened copies inside jit see the default).
@@ -64,6 +65,10 @@ class Model:
         source: where the model came from (for reports).
         batched: the converted graph may run whole batches at once (``apply.apply_batch(params, xs)``): checked at
             conversion, every output row provably depends on its own input row only; see :func:`apply_rows`.
+        outputs_sum_to_one: the outputs sum to one for every input (a softmax over the model's only output axis,
+            of at least two entries): read off the graph for converted models
+            (:func:`converters.onnx_to_jax.heads.sums_to_one`), declared (and checked) for wrapped functions.
+            Every row of such a model's Jacobian sums to zero.
 
     Example:
         >>> import jax.numpy as jnp
@@ -81,6 +86,7 @@ class Model:
     layer_names: tuple[str, ...] = ()
     input_names: tuple[str, ...] = ("x",)
     batched: bool = False
+    outputs_sum_to_one: bool = False
     source: str = dataclasses.field(default="", compare=False)
 
     # ------------------------------------------------------------------ constructors
@@ -94,8 +100,15 @@ class Model:
         feature_names: Sequence[str] | None = None,
         output_names: Sequence[str] | None = None,
         dtype=jnp.float32,
+        outputs_sum_to_one: bool = False,
     ) -> Model:
-        """Wrap a per-sample JAX function ``fn(params, x)``; the output shape is found with ``jax.eval_shape``."""
+        """Wrap a per-sample JAX function ``fn(params, x)``; the output shape is found with ``jax.eval_shape``.
+
+        ``outputs_sum_to_one=True`` declares that ``fn``'s outputs (one axis, at least two entries) sum to one for
+        every input (a softmax head); methods then use it (e.g. one backward pass fewer per Jacobian). The
+        declaration is checked on two samples (zeros and a seeded normal draw); a function that breaks it is
+        refused. Nothing is inferred from a function: the default is ``False``.
+        """
         input_shape = tuple(int(d) for d in input_shape)
         try:
             out = jax.eval_shape(fn, params, jax.ShapeDtypeStruct(input_shape, dtype))
@@ -106,6 +119,13 @@ class Model:
         if not hasattr(out, "shape"):
             raise ArgumentTypeError(f"fn(params, x) must return one array, got {type(out).__name__}")
         output_shape = tuple(out.shape)
+        if not isinstance(outputs_sum_to_one, bool | np.bool_):
+            raise ArgumentTypeError(
+                f"outputs_sum_to_one takes True or False, got {type(outputs_sum_to_one).__name__} "
+                f"{outputs_sum_to_one!r}"
+            )
+        if outputs_sum_to_one:
+            _check_sums_to_one(fn, params, input_shape, output_shape, dtype)
         return cls(
             apply=fn,
             params=params,
@@ -113,6 +133,7 @@ class Model:
             output_shape=output_shape,
             feature_names=_names(feature_names, input_shape[-1] if input_shape else 1, "x", "feature_names"),
             output_names=_names(output_names, int(np.prod(output_shape)), "y", "output_names"),
+            outputs_sum_to_one=bool(outputs_sum_to_one),
             source=getattr(fn, "__qualname__", repr(fn)),
         )
 
@@ -151,6 +172,7 @@ class Model:
             load_onnx_proto,
             metadata_json,
         )
+        from converters.onnx_to_jax.heads import sums_to_one
 
         proto, _ = load_onnx_proto(source, base_dir=base_dir)
         proto = merge_column_inputs(proto)  # skl2onnx DataFrame exports: one input per column -> one input
@@ -184,6 +206,7 @@ class Model:
             layer_names=fn.layer_names,
             input_names=fn.input_names,
             batched=batched,
+            outputs_sum_to_one=len(output_shape) == 1 and n_out >= 2 and sums_to_one(fn),
             source=os.fspath(source) if isinstance(source, str | os.PathLike) else "<onnx>",
         )
 
@@ -227,6 +250,62 @@ class Model:
     def with_params(self, params) -> Model:
         """The same architecture with other weights (compiled kernels are reused)."""
         return dataclasses.replace(self, params=params)
+
+    @property
+    def unroll(self) -> int | None:
+        """The tracing option of recurrent ops (see :meth:`with_unroll`); ``None``: the default."""
+        return getattr(self.apply, "unroll", None)
+
+    def with_unroll(self, steps: int | None) -> Model:
+        """The same model with its recurrences (ONNX ``RNN`` / ``GRU`` / ``LSTM``) traced another way.
+
+        Over a batch, sequences of at most ``steps`` time steps run as a static Python loop and longer ones in
+        ``jax.lax.scan``; ``steps=0`` always uses ``lax.scan`` (gradient kernels want it: reverse mode through an
+        unrolled cell measured 3-5x slower); ``None`` restores the default (32 steps). The values are the same
+        either way (up to float32 rounding). The option is static metadata of the model's pytree: each value
+        compiles its own kernel, the same value reuses it; call it inside or outside ``jit``. A model wrapping a
+        plain function has no converted recurrences: it is returned unchanged.
+
+        Example:
+            >>> import jaxsens
+            >>> m = jaxsens.load_model(jaxsens.examples.default_model_path())
+            >>> m.with_unroll(0).unroll, m.unroll
+            (0, None)
+        """
+        from converters.onnx_to_jax.graph import check_unroll
+
+        steps = check_unroll(steps)
+        if not hasattr(self.apply, "with_unroll"):
+            return self
+        apply = self.apply.with_unroll(steps)
+        return self if apply is self.apply else dataclasses.replace(self, apply=apply)
+
+    def dense_layers(self, *, method: str = "dense_layers") -> list:
+        """The model as a dense stack, input layer first: ``[DenseLayer(W [n_in, n_out], b [n_out], activation,
+        attrs), ...]`` with weights read from ``self.params`` (so :meth:`with_params` is seen).
+
+        Converted models are read off their graph (:func:`converters.onnx_to_jax.dense.dense_layers`); wrapped
+        functions must declare ``dense_activations`` (:func:`jaxsens.dense_model` does).
+
+        Raises:
+            NotDenseError: the model is not a stack of dense layers; the message names the first node that is not
+                part of one, or says how to declare the layers of a wrapped function. ``method`` names the caller.
+        """
+        from converters.onnx_to_jax.dense import NotDenseError, dense_layers
+        from converters.onnx_to_jax.graph import OnnxFunction
+
+        if hasattr(self.apply, "dense_activations"):
+            from jaxsens._dense import function_layers
+
+            return function_layers(self, method)
+        if isinstance(self.apply, OnnxFunction):
+            return dense_layers(self.apply, self.params, method=method)
+        raise NotDenseError(
+            f"{method}() cannot see the layers of a model built from a plain function "
+            f"({self.source or self.apply!r}); "
+            "build it with jaxsens.dense_model(layers, activations) or give its apply a `dense_activations` "
+            "attribute and params [{'W': [n_in, n_out], 'b': [n_out]}, ...]"
+        )
 
     # ------------------------------------------------------------------ evaluation
     def check_batch(self, xs, what: str = "data") -> None:
@@ -489,10 +568,33 @@ def _intermediates(model: Model, xs, names):
     return jax.vmap(lambda x: model.apply.intermediates(model.params, x, names))(xs)
 
 
-def _names(given, n: int, prefix: str, what: str) -> tuple[str, ...]:
+def _check_sums_to_one(fn, params, input_shape, output_shape, dtype) -> None:
+    """Refuse ``outputs_sum_to_one=True`` for a function whose outputs do not sum to one on two samples."""
+    n_out = int(np.prod(output_shape))
+    if len(output_shape) != 1 or n_out < 2:
+        raise ArgumentError(
+            f"outputs_sum_to_one=True needs one output axis of at least two entries (class probabilities), but fn "
+            f"returns shape {output_shape}; leave it False"
+        )
+    samples = [np.zeros(input_shape), np.random.default_rng(0).standard_normal(input_shape)]
+    for x in samples:
+        y = np.asarray(fn(params, jnp.asarray(x, dtype)), np.float64)
+        total = float(np.sum(y))
+        # float32 softmax: each output is off by ~eps relative, so the sum by ~n_out * eps
+        if not abs(total - 1.0) <= 8 * n_out * np.finfo(np.float32).eps + 1e-6:
+            raise ArgumentError(
+                f"outputs_sum_to_one=True, but fn's outputs sum to {total!r} on a sample of shape {input_shape}; "
+                f"declare it only for a softmax head (outputs that sum to one for every input)"
+            )
 
+
+def _names(given, n: int, prefix: str, what: str) -> tuple[str, ...]:
+    """``given`` checked (``n`` names), or ``prefix0, prefix1, ...`` (``prefix[0], prefix[1], ...`` when the prefix
+    ends in a digit, e.g. the Keras layer ``dense_2``: never ``dense_20``), or ``prefix`` alone when ``n == 1``."""
     if given is None:
-        return tuple(f"{prefix}{i}" for i in range(n)) if n > 1 else (prefix,)
+        if n == 1:
+            return (prefix,)
+        return tuple(f"{prefix}[{i}]" if prefix[-1:].isdigit() else f"{prefix}{i}" for i in range(n))
     if isinstance(given, str | bytes) or not hasattr(given, "__iter__"):
         raise ArgumentTypeError(f"{what} takes a sequence of {n} names, got {type(given).__name__} {given!r}")
     given = tuple(str(g) for g in given)

@@ -21,10 +21,10 @@ import os
 
 import numpy as np
 
-from jaxsens._jacobian import check_gradient_model, jacobian_importance
+from jaxsens._checks import check_model
+from jaxsens._jacobian import JacobianImportance, jacobian_importance
 from jaxsens._model import Model
 from jaxsens._results import (
-    JacobianImportance,
     frame,
     output_index,
     ranked,
@@ -135,7 +135,7 @@ def partial_derivatives(model: Model, data, *, batch_size: int | None = None, ou
         >>> np.round(partial_derivatives(m, np.zeros((4, 2))).importance, 3)
         array([[0.2, 0.8]])
     """
-    check_gradient_model(model, "partial_derivatives")
+    check_model(model, "partial_derivatives", family="gradient", multi_input=True)
     jac = jacobian_importance(model, data, batch_size=batch_size, outputs=outputs, progress=progress,
                               nan_policy=nan_policy)
     return pad_from_jacobian(jac)

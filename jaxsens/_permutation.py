@@ -19,9 +19,15 @@ import numpy as np
 from converters.errors import ArgumentError
 from jaxsens._engine import integer_inputs
 from jaxsens._metrics import Metric, check_targets, get_metric
-from jaxsens._perturbation import (
-    _Spec,
-    _Task,
+from jaxsens._results import (
+    ranked,
+    ranking_figure,
+    register_result,
+    save_result,
+)
+from jaxsens._variants import (
+    Spec,
+    Task,
     check_model,
     check_rows,
     host_scores,
@@ -30,12 +36,6 @@ from jaxsens._perturbation import (
     predict_all,
     rows_frame,
     run_loss,
-)
-from jaxsens._results import (
-    ranked,
-    ranking_figure,
-    register_result,
-    save_result,
 )
 
 __all__ = ["PermutationImportance", "permutation_importance", "sklearn_permutations"]
@@ -243,7 +243,7 @@ def permutation_importance(
     exact = ("x", "values") if integer_inputs(model) else ()  # token ids reach the model unchanged (int32)
     packed, layout = pack([("x", X), ("y", y_rows), ("values", values)], exact=exact)
     del values
-    task = _Task(model, {}, _Spec(_permuted_variants, layout=layout, metric=metric))
+    task = Task(model, {}, Spec(_permuted_variants, layout=layout, metric=metric))
     if metric.per_sample:
         base, diff, info = run_loss(task, packed, batch_size=batch_size, progress=progress)
         base_loss, changes, n_used = (

@@ -19,11 +19,21 @@ from converters.errors import ArgumentError
 from jaxsens import _engine
 from jaxsens._metrics import Metric, check_targets, get_metric
 from jaxsens._model import apply_rows
-from jaxsens._perturbation import (
-    _change_kernel,
-    _Spec,
-    _Task,
+from jaxsens._results import (
+    finish_figure,
+    frame,
+    output_index,
+    pyplot,
+    ranked,
+    ranking_figure,
+    register_result,
+    save_result,
+)
+from jaxsens._variants import (
+    Spec,
+    Task,
     as_key,
+    change_kernel,
     check_model,
     check_rows,
     host_scores,
@@ -34,16 +44,6 @@ from jaxsens._perturbation import (
     rows_frame,
     run_loss,
     stderr_of,
-)
-from jaxsens._results import (
-    finish_figure,
-    frame,
-    output_index,
-    pyplot,
-    ranked,
-    ranking_figure,
-    register_result,
-    save_result,
 )
 
 __all__ = ["ImprovedStepwise", "LekProfile", "improved_stepwise", "lek_profile"]
@@ -179,9 +179,9 @@ def improved_stepwise(
             raise ArgumentError(
                 "improved_stepwise(variant=2) compares outputs and takes no y; use variant=1 with y"
             )
-        task = _Task(model, arrays, _Spec(_fixed_variants))
+        task = Task(model, arrays, Spec(_fixed_variants))
         stats, info = _engine.run(
-            _change_kernel,
+            change_kernel,
             task,
             X.astype(np.float32),
             batch_size=batch_size,
@@ -204,7 +204,7 @@ def improved_stepwise(
     metric = get_metric(metric)
     y_rows = check_targets(metric, y, n, model.output_shape)
     packed, layout = pack([("x", X), ("y", y_rows)])
-    task = _Task(model, arrays, _Spec(_fixed_variants, layout=layout, metric=metric))
+    task = Task(model, arrays, Spec(_fixed_variants, layout=layout, metric=metric))
     if metric.per_sample:
         base, diff, info = run_loss(task, packed, batch_size=batch_size, progress=progress)
         importance, stderr = metric.sign * np.asarray(diff.mean), stderr_of(diff)

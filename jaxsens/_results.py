@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,7 +27,9 @@ from converters.errors import ArgumentError, DataError, DataFileNotFoundError, M
 from jaxsens._io import atomic_write
 
 __all__ = [
-    "JacobianImportance",
+    "Result",
+    "Results",
+    "result_class",
     "bar_plot",
     "element_labels",
     "finish_figure",
@@ -118,12 +120,12 @@ def load_result(path: str | os.PathLike):
     """Read a result written by ``result.save(path)``; returns an object of the same class, bit for bit.
 
     Example:
-        >>> import tempfile, os, numpy as np
-        >>> r = JacobianImportance(*(np.ones((1, 2)),) * 5, n_samples=3, feature_names=("a", "b"),
-        ...                        output_names=("y",), input_shape=(2,))
+        >>> import tempfile, os, numpy as np, jaxsens
+        >>> m = jaxsens.Model.from_function(lambda p, x: p * x, np.float32(2.0), input_shape=(2,))
+        >>> r = jaxsens.jacobian_importance(m, np.ones((3, 2), np.float32))
         >>> p = os.path.join(tempfile.mkdtemp(), "r.json"); r.save(p)
-        >>> load_result(p).mean_abs.tolist()
-        [[1.0, 1.0]]
+        >>> load_result(p).importance.tolist()
+        [[2.0, 0.0], [0.0, 2.0]]
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -143,17 +145,27 @@ def load_result(path: str | os.PathLike):
             f"{os.fspath(path)!r} was written by a newer jaxsens (format version {doc['version']})"
         )
     kind = doc.get("kind")
+    if kind == "Results" and isinstance(doc.get("fields"), dict):
+        return Results({name: _build(part.get("__kind__"), part, path) for name, part in doc["fields"].items()})
     if kind not in _KINDS:
         raise DataError(
             f"{os.fspath(path)!r} holds an unknown result kind {kind!r}; known: {sorted(_KINDS)}"
         )
+    return _build(kind, doc.get("fields"), path)
+
+
+def _build(kind, fields, path):
+    if kind not in _KINDS or not isinstance(fields, dict):
+        raise DataError(f"{os.fspath(path)!r} holds an unknown result kind {kind!r}; known: {sorted(_KINDS)}")
     cls = _KINDS[kind]
     known = {f.name for f in dataclasses.fields(cls)}
     try:
-        fields = {k: _decode(v) for k, v in doc["fields"].items() if k in known}
-        return cls(**fields)
-    except DataError:
-        raise
+        decoded = {k: _decode(v) for k, v in fields.items() if k in known}
+        if "options" in decoded and isinstance(decoded["options"], tuple):
+            decoded["options"] = {}
+        return cls(**decoded)
+    except (DataError, ArgumentError) as e:
+        raise DataError(f"{os.fspath(path)!r} is a damaged {kind} result file: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(f"{os.fspath(path)!r} is a damaged {kind} result file: {type(e).__name__}: {e}") from None
 
@@ -212,31 +224,38 @@ def pyplot():
 
 
 def bar_plot(ax, rows: Sequence[tuple[str, float, float]], *, top: int = 20, xlabel: str = "importance"):
-    """Horizontal bars for ``ranked(...)`` rows (largest on top) with ``stderr`` error bars."""
+    """Horizontal bars for ``ranked(...)`` rows (largest on top) with 95% interval error bars (1.96 x stderr).
+
+    The error bars are labelled in a legend; labels longer than 32 characters are shortened in the middle.
+    """
     rows = list(rows)[:top]
-    labels = [r[0] for r in rows][::-1]
-    vals = np.array([r[1] for r in rows])[::-1]
-    errs = np.array([r[2] for r in rows])[::-1]
-    ax.barh(
-        np.arange(len(rows)),
-        vals,
-        xerr=None if np.isnan(errs).all() else np.nan_to_num(errs),
-        color="#4C72B0",
-        ecolor="#333333",
-        capsize=2,
-    )
-    ax.set_yticks(np.arange(len(rows)), labels)
+    labels = [_short(r[0]) for r in rows][::-1]
+    vals = np.array([r[1] for r in rows], np.float64)[::-1]
+    errs = np.array([r[2] for r in rows], np.float64)[::-1]
+    has_err = bool(np.isfinite(errs).any() and np.nan_to_num(errs).any())
+    ax.barh(np.arange(len(rows)), vals, color="#4C72B0")
+    if has_err:
+        ax.errorbar(vals, np.arange(len(rows)), xerr=Z95 * np.nan_to_num(errs), fmt="none", ecolor="#333333",
+                    capsize=2, label="95% interval (1.96 x stderr)")
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_yticks(np.arange(len(rows)), labels, fontsize="small" if len(rows) > 30 else None)
     ax.set_xlabel(xlabel)
+    ax.set_ylabel("feature")
     ax.grid(axis="x", alpha=0.3)
     return ax
 
 
-def heatmap_plot(ax, matrix, *, feature_names: Sequence[str], label: str = "importance"):
-    """A ``[T, F]`` heatmap: time steps down, features across."""
+def _short(label: str, n: int = 32) -> str:
+    return label if len(label) <= n else label[: n // 2 - 1] + "..." + label[-(n // 2 - 2):]
+
+
+def heatmap_plot(ax, matrix, *, feature_names: Sequence[str], label: str = "importance", ylabel: str = "time step"):
+    """A ``[T, F]`` heatmap: leading positions (time steps) down, features across."""
     matrix = np.asarray(matrix)
     im = ax.imshow(matrix, aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.set_xticks(np.arange(len(feature_names)), feature_names, rotation=90 if len(feature_names) > 8 else 0)
-    ax.set_ylabel("time step")
+    ax.set_xticks(np.arange(len(feature_names)), [_short(n, 20) for n in feature_names],
+                  rotation=90 if len(feature_names) > 8 else 0)
+    ax.set_ylabel(ylabel)
     ax.set_xlabel("feature")
     ax.figure.colorbar(im, ax=ax, label=label)
     return ax
@@ -266,184 +285,322 @@ def finish_figure(fig, path):
 _output_index, _pyplot, _finish_figure = output_index, pyplot, finish_figure  # older names, kept for callers
 
 
-# ----------------------------------------------------------------------------------------- Jacobian
-@register_result("jacobian_importance")
-@dataclasses.dataclass(frozen=True, eq=False)
-class JacobianImportance:
-    r"""Statistics of the per-sample Jacobian :math:`J_{ij}(x) = \partial f_i / \partial x_j` over a data set.
+# -------------------------------------------------------------------------------------------- the base
+result_class = dataclasses.dataclass(frozen=True, eq=False, kw_only=True, repr=False)
+"""The decorator of every result class: frozen, keyword-only, the base's ``__repr__`` kept."""
 
-    All arrays are numpy float64 of shape ``[n_outputs, *input_shape]``; statistics are over the ``n_samples``
-    rows (ddof = 1 for ``std`` and ``stderr``). With ``scale="std"`` every statistic is of ``J_ij * s_j``,
-    where ``s_j`` is the standard deviation of feature ``j`` over the same rows (``input_std``).
+Z95 = 1.959963984540054  # two-sided 95% normal quantile: intervals are importance +- Z95 * stderr
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class Result:
+    """What every method returns: one headline array, its standard error, and names; behaviour written once.
+
+    Subclasses (one per method) are frozen keyword-only dataclasses that add method-specific fields and set the
+    class attributes ``importance_label`` (the axis label: what ``importance`` measures) and ``stderr_rule``
+    (how ``stderr`` was obtained). Subclasses are registered for :func:`load_result` by their class name.
 
     Attributes:
-        mean_abs: :math:`\overline{|J|}`, the importance (NeuralSens' ``mean |sens|``; the "mean absolute
-            sensitivity").
-        mean: :math:`\overline{J}`, the direction of the effect.
-        std: standard deviation of :math:`J` over samples (NeuralSens' ``std``).
-        rms: :math:`\sqrt{\overline{J^2}}` (NeuralSens' ``meanSensSQ``).
-        stderr: standard error of ``mean_abs``, ``std(|J|) / sqrt(n_samples)``.
-        n_samples: rows used.
-        feature_names: names of the last input axis (``n_features``).
-        output_names: names of the explained outputs (``n_outputs``).
-        input_shape: per-sample input shape.
-        mode: ``"reverse"`` or ``"forward"``, how the Jacobian was computed.
-        scale: ``None`` or ``"std"``.
+        importance: the headline, float64. ``[n_outputs, *input_shape]`` when the method explains each output
+            separately (``output_names`` non-empty), or ``[*input_shape]`` when it aggregates the outputs
+            (``output_names == ()``; e.g. an error measure over all outputs).
+        stderr: standard error of ``importance``, same shape (streamed variance, or a bootstrap over rows or
+            repeats where no closed form exists; 0 for the deterministic weight methods, whose value is exact).
+        n_samples: rows the statistics are over (0 for methods that read only the weights).
+        feature_names: ``[n_features]`` names of the last input axis.
+        output_names: ``[n_outputs]`` names of the explained outputs, or ``()`` (see ``importance``).
+        input_shape: the per-sample input shape, ``[..., n_features]``.
+        method: the method's name in :func:`jaxsens.methods`.
+        options: the options the method ran with (JSON-friendly values), for the record.
         n_skipped: rows dropped for NaN / Inf (``nan_policy="skip"``).
-        input_mean: ``[n_features]`` mean of each feature (pooled over time steps for sequence inputs).
-        input_std: ``[n_features]`` its standard deviation (ddof = 1).
-        correlated_pairs: ``(name_a, name_b, r)`` for feature pairs with ``|r| > 0.9``, strongest first;
-            ``None`` if not checked (more than 1024 features).
-        time_aggregate: for inputs with more than one axis, statistics of the per-sample sums over every axis
-            but the last (``sum_t |J_tf|`` for ``mean_abs`` / ``stderr``; ``sum_t J_tf`` for ``mean`` /
-            ``std`` / ``rms``), each ``[n_outputs, n_features]``; see :meth:`by_feature`.
+
+    Sequence inputs (``input_shape`` ``[T, F]`` or longer): :meth:`ranking` and :meth:`plot` rank features by
+    default, scoring feature ``f`` by the **sum over its time steps** of ``importance`` (the total effect through
+    all steps) with stderr the sum of the per-step stderrs (an upper bound: exact when the per-step errors are
+    perfectly correlated, conservative otherwise; methods with an exact time aggregate override
+    :meth:`feature_importance`). ``ranking(by="element")`` ranks every ``(step, feature)`` element.
     """
 
-    mean_abs: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    rms: np.ndarray
+    importance: np.ndarray
     stderr: np.ndarray
     n_samples: int
     feature_names: tuple[str, ...]
     output_names: tuple[str, ...]
     input_shape: tuple[int, ...]
-    mode: str = "reverse"
-    scale: str | None = None
+    method: str
+    options: dict = dataclasses.field(default_factory=dict)
     n_skipped: int = 0
-    input_mean: np.ndarray | None = None
-    input_std: np.ndarray | None = None
-    correlated_pairs: tuple[tuple[str, str, float], ...] | None = ()
-    time_aggregate: dict[str, np.ndarray] | None = None
 
-    @property
-    def importance(self) -> np.ndarray:
-        """``mean_abs``: ``[n_outputs, *input_shape]``."""
-        return self.mean_abs
+    importance_label: ClassVar[str] = "importance"
+    stderr_rule: ClassVar[str] = "standard error"
+    kind: ClassVar[str] = ""
+    _aliases: ClassVar[dict[str, str]] = {}  # deprecated field name -> current name (CHANGELOG.md)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register_result(cls.__name__)(cls)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        imp = np.asarray(self.importance, np.float64)
+        err = np.asarray(self.stderr, np.float64)
+        shape = tuple(int(d) for d in self.input_shape)
+        set_(self, "importance", imp)
+        set_(self, "stderr", err)
+        set_(self, "input_shape", shape)
+        set_(self, "feature_names", tuple(str(n) for n in self.feature_names))
+        set_(self, "output_names", tuple(str(n) for n in self.output_names))
+        set_(self, "n_samples", int(self.n_samples))
+        set_(self, "options", dict(self.options or {}))
+        expected = ((len(self.output_names),) if self.output_names else ()) + shape
+        if imp.shape != expected or err.shape != expected:
+            raise ArgumentError(
+                f"{type(self).__name__}: importance {imp.shape} and stderr {err.shape} must both have shape "
+                f"{expected} ([n_outputs, *input_shape] with {len(self.output_names)} output names, input_shape "
+                f"{shape})"
+            )
+        if shape and len(self.feature_names) != shape[-1]:
+            raise ArgumentError(
+                f"{type(self).__name__}: {len(self.feature_names)} feature names for input_shape {shape}"
+            )
+
+    def __getattr__(self, name: str):
+        aliases = type(self)._aliases
+        if name in aliases:
+            import warnings
+
+            warnings.warn(
+                f"{type(self).__name__}.{name} is deprecated; use .{aliases[name]} (see CHANGELOG.md)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(self, aliases[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # ---------------------------------------------------------------------------------------- shapes
     @property
     def n_outputs(self) -> int:
+        """Explained outputs (0 when the method aggregates them)."""
         return len(self.output_names)
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
 
-    def by_feature(self) -> JacobianImportance:
-        """Aggregate a sequence input ``[T, F]`` (or any ``[..., F]``) over time into ``[n_outputs, F]``.
+    @property
+    def ci_low(self) -> np.ndarray:
+        """Lower end of the 95% normal interval, ``importance - 1.96 * stderr``."""
+        return self.importance - Z95 * self.stderr
 
-        ``mean_abs`` is the mean over samples of ``sum_t |J_tf|`` (the total absolute effect of feature ``f``
-        through all its time steps; equal to ``mean_abs.sum(axis=1)``), ``stderr`` its standard error;
-        ``mean``, ``std`` and ``rms`` describe ``sum_t J_tf`` (the effect of shifting feature ``f`` at every
-        time step). These were accumulated in the same pass, so ``std`` and ``stderr`` are exact. 1-D inputs
-        return ``self``.
+    @property
+    def ci_high(self) -> np.ndarray:
+        """Upper end of the 95% normal interval, ``importance + 1.96 * stderr``."""
+        return self.importance + Z95 * self.stderr
+
+    def feature_importance(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(importance, stderr)`` per feature, ``[n_outputs, n_features]`` (or ``[n_features]``).
+
+        The leading input axes (time steps) are summed; stderr is the sum of the per-element stderrs (an upper
+        bound). 1-D inputs return the arrays unchanged.
         """
-        if len(self.input_shape) <= 1:
-            return self
-        agg = self.time_aggregate
-        if agg is None:
-            raise ArgumentError("this result has no time aggregate (it was built without one)")
-        return dataclasses.replace(
-            self,
-            mean_abs=agg["mean_abs"],
-            mean=agg["mean"],
-            std=agg["std"],
-            rms=agg["rms"],
-            stderr=agg["stderr"],
-            input_shape=(self.input_shape[-1],),
-            time_aggregate=None,
-        )
+        lead = len(self.input_shape) - 1
+        if lead <= 0:
+            return self.importance, self.stderr
+        axes = tuple(range(self.importance.ndim - 1 - lead, self.importance.ndim - 1))
+        return self.importance.sum(axis=axes), self.stderr.sum(axis=axes)
 
-    def ranking(self, output: int | str | None = None) -> tuple[tuple[str, float, float], ...]:
-        """Input elements by decreasing importance: ``((label, mean_abs, stderr), ...)``.
+    def _pick(self, imp, err, output):
+        if not self.output_names:
+            if output is not None:
+                raise ArgumentError(
+                    f"{self.method}: this result aggregates the outputs (importance {self.importance.shape}); "
+                    "output= does not apply"
+                )
+            return imp, err
+        if output is None:  # mean over outputs; stderr: mean of stderrs (an upper bound)
+            return imp.mean(axis=0), err.mean(axis=0)
+        i = output_index(output, self.output_names)
+        return imp[i], err[i]
+
+    # ----------------------------------------------------------------------------------------- views
+    def ranking(self, output: int | str | None = None, *, by: str = "feature") -> tuple[tuple[str, float, float], ...]:
+        """Inputs by decreasing importance: ``((label, importance, stderr), ...)``; NaN last, ties keep order.
 
         Args:
-            output: index or name of one output; default the mean over outputs (its stderr is then the mean of
-                the per-output stderrs, an upper bound).
-
-        Example:
-            >>> import numpy as np
-            >>> r = JacobianImportance(np.array([[1.0, 3.0]]), *(np.zeros((1, 2)),) * 4, n_samples=9,
-            ...                        feature_names=("a", "b"), output_names=("y",), input_shape=(2,))
-            >>> [name for name, _, _ in r.ranking()]
-            ['b', 'a']
+            output: index or name of one output; default the mean over outputs (stderr: the mean of the
+                per-output stderrs, an upper bound). Not allowed when the method aggregates outputs.
+            by: ``"feature"`` (default; sequence inputs are summed over their time steps, see the class
+                docstring) or ``"element"`` (every input element, labelled ``name[t]``).
         """
-        scores, errs = self._select(output)
-        return ranked(element_labels(self.feature_names, self.input_shape), scores, errs)
-
-    def _select(self, output):
-        if output is None:
-            return self.mean_abs.mean(axis=0), self.stderr.mean(axis=0)
-        i = output_index(output, self.output_names)
-        return self.mean_abs[i], self.stderr[i]
+        if by == "feature":
+            imp, err = self.feature_importance()
+            labels = self.feature_names
+        elif by == "element":
+            imp, err = self.importance, self.stderr
+            labels = element_labels(self.feature_names, self.input_shape)
+        else:
+            raise ArgumentError(f"by must be 'feature' or 'element', got {by!r}")
+        imp, err = self._pick(imp, err, output)
+        return ranked(labels, imp, err)
 
     def to_frame(self):
-        """Tidy pandas DataFrame: one row per (output, input element).
+        """Tidy long pandas DataFrame, one row per (output, input element).
 
-        Columns: ``output``, ``feature``, ``position`` (the index along the leading input axes, e.g. the time
-        step; only for inputs with more than one axis), ``mean_abs``, ``mean``, ``std``, ``rms``, ``stderr``,
-        ``rank`` (1 = most important within the output).
+        Columns: ``feature``, ``output`` (when per output), ``step`` (for inputs with more than one axis: the
+        index along the leading axes, an int for ``[T, F]``), ``importance``, ``stderr``, ``ci_low``,
+        ``ci_high`` (95% normal interval), ``rank`` (1 = most important within its output), then any
+        method-specific per-element columns (:meth:`_extra_columns`).
         """
-        k = self.n_outputs
         n_el = math.prod(self.input_shape)
+        k = max(self.n_outputs, 1)
         cols: dict[str, Any] = {
-            "output": np.repeat(np.asarray(self.output_names, dtype=object), n_el),
-            "feature": np.tile(
-                np.asarray(self.feature_names, dtype=object), k * n_el // max(self.n_features, 1)
-            ),
+            "feature": np.tile(np.asarray(self.feature_names, dtype=object), k * n_el // max(self.n_features, 1))
         }
+        if self.output_names:
+            cols["output"] = np.repeat(np.asarray(self.output_names, dtype=object), n_el)
         if len(self.input_shape) > 1:
             lead = [idx[0] if len(idx) == 1 else idx for idx in np.ndindex(*self.input_shape[:-1])]
-            pos = np.empty(len(lead), dtype=object)
-            pos[:] = lead
-            cols["position"] = np.tile(np.repeat(pos, self.n_features), k)
-        for name in ("mean_abs", "mean", "std", "rms", "stderr"):
-            cols[name] = getattr(self, name).reshape(k * n_el)
-        order = np.argsort(-self.mean_abs.reshape(k, n_el), axis=1, kind="stable")
+            step = np.empty(len(lead), dtype=object)
+            step[:] = lead
+            cols["step"] = np.tile(np.repeat(step, self.n_features), k)
+        imp = self.importance.reshape(k, n_el)
+        cols["importance"] = imp.reshape(-1)
+        cols["stderr"] = self.stderr.reshape(-1)
+        cols["ci_low"] = self.ci_low.reshape(-1)
+        cols["ci_high"] = self.ci_high.reshape(-1)
+        order = np.argsort(-np.nan_to_num(imp, nan=-np.inf), axis=1, kind="stable")
         rank = np.empty((k, n_el), np.int64)
         np.put_along_axis(rank, order, np.arange(1, n_el + 1)[None, :].repeat(k, 0), axis=1)
         cols["rank"] = rank.reshape(-1)
+        for name, values in self._extra_columns().items():
+            cols[name] = np.asarray(values).reshape(-1)
         return frame(cols)
 
+    def _extra_columns(self) -> dict[str, np.ndarray]:
+        """Method-specific arrays shaped like ``importance``, added to :meth:`to_frame`."""
+        return {}
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write the result as JSON (lossless; atomic). Read it back with :func:`jaxsens.load_result`."""
+        """Write the result as JSON (lossless, atomic); read it back with :func:`jaxsens.load_result`."""
         save_result(self, path)
 
-    def plot(self, *, output: int | str | None = None, top: int = 20, path: str | os.PathLike | None = None):
-        """Ranked bars of ``mean_abs`` with ``stderr`` error bars; a time x feature heatmap for sequences.
+    def summary(self) -> str:
+        """One line: method, samples, shapes."""
+        outs = f"{self.n_outputs} outputs" if self.output_names else "outputs aggregated"
+        return (
+            f"{self.method}: {self.n_samples} samples, input {list(self.input_shape)} ({self.n_features} "
+            f"features), {outs}"
+        )
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{n}={v:.4g}" for n, v, _ in self.ranking()[:5])
+        return f"<{type(self).__name__} {self.summary()}; top: {top}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = self.ranking()
+        head = (
+            f"<p><b>{html.escape(type(self).__name__)}</b> &mdash; {html.escape(self.summary())}<br>"
+            f"importance: {html.escape(self.importance_label)}; &plusmn; is the 95% interval "
+            f"(1.96 &times; {html.escape(self.stderr_rule)})</p>"
+        )
+        body = "".join(
+            f"<tr><td>{i}</td><td>{html.escape(n)}</td><td>{v:.4g}</td><td>&plusmn; {Z95 * e:.2g}</td></tr>"
+            for i, (n, v, e) in enumerate(rows[:10], 1)
+        )
+        more = f"<p>top 10 of {len(rows)}</p>" if len(rows) > 10 else ""
+        return (
+            f"{head}<table><thead><tr><th>rank</th><th>feature</th><th>importance</th><th>95%</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>{more}"
+        )
+
+    # ----------------------------------------------------------------------------------------- plots
+    def plot(self, *, top: int = 20, output: int | str | None = None, path: str | os.PathLike | None = None):
+        """Ranked horizontal bars of the ``top`` features with 95% intervals; a heatmap too for sequences.
+
+        The title names the method, the output and "top k of n"; the x axis says what ``importance`` measures;
+        the error bars are labelled as 95% intervals (``1.96 x stderr``). For inputs with more than one axis a
+        second panel shows ``importance`` over (leading position, feature) for the ``top`` features.
 
         Args:
-            output: index or name of one output; default the mean over outputs.
-            top: bars to show.
-            path: save the figure there too (format from the extension).
+            top: bars to show (the title states how many of how many).
+            output: one output (index or name); default the mean over outputs.
+            path: also save the figure there (format from the extension; written atomically).
 
         Returns:
             The matplotlib ``Figure``.
         """
         plt = pyplot()
-        what = (
-            "mean |J|"
-            if output is None and self.n_outputs == 1
-            else (
-                f"mean |J| (mean over {self.n_outputs} outputs)"
-                if output is None
-                else f"mean |J| for {output}"
+        rows = self.ranking(output)
+        k = min(int(top), len(rows))
+        which = ""
+        if self.output_names:
+            which = (
+                f" for output {self.output_names[output_index(output, self.output_names)]}"
+                if output is not None
+                else (f" for output {self.output_names[0]}" if self.n_outputs == 1 else f" (mean over {self.n_outputs} outputs)")
             )
-        )
-        if self.scale == "std":
-            what += " x std(x)"
+        title = f"{self.method}{which}: top {k} of {len(rows)} features"
         if len(self.input_shape) <= 1:
-            fig, ax = plt.subplots(figsize=(7, 1.0 + 0.3 * min(top, math.prod(self.input_shape))))
-            bar_plot(ax, self.ranking(output), top=top, xlabel=what)
-            return finish_figure(fig, path)
-        scores, _ = self._select(output)
-        grid = scores.reshape(-1, self.n_features)
-        fig, (ax0, ax1) = plt.subplots(
-            1,
-            2,
-            figsize=(12, 1.5 + 0.25 * max(grid.shape[0], min(top, self.n_features))),
-            width_ratios=[3, 2],
-        )
-        heatmap_plot(ax0, grid, feature_names=self.feature_names, label=what)
-        bar_plot(ax1, self.by_feature().ranking(output), top=top, xlabel=f"sum over time of {what}")
+            fig, ax = plt.subplots(figsize=(8, 1.4 + 0.28 * k))
+            bar_plot(ax, rows, top=k, xlabel=self.importance_label)
+        else:
+            imp, _ = self._pick(self.importance, self.stderr, output)
+            grid = imp.reshape(-1, self.n_features)
+            keep = [self.feature_names.index(n) for n, _, _ in rows[:k]]
+            fig, (ax0, ax1) = plt.subplots(
+                1, 2, figsize=(13, 1.6 + 0.28 * max(k, min(grid.shape[0], 40))), width_ratios=[3, 2]
+            )
+            lead = "time step" if len(self.input_shape) == 2 else f"position over axes 0..{len(self.input_shape) - 2}"
+            heatmap_plot(ax0, grid[:, keep], feature_names=[self.feature_names[j] for j in keep],
+                         label=self.importance_label, ylabel=f"{lead} (input axis 0)" if len(self.input_shape) == 2 else lead)
+            bar_plot(ax1, rows, top=k, xlabel=f"sum over {lead}s of {self.importance_label}")
+        fig.suptitle(title)
+        return finish_figure(fig, path)
+
+
+class Results(dict):
+    """Per-input results of a model with several inputs: ``{input_name: Result}`` in the model's input order.
+
+    A read-only dict (it refuses item assignment) with the shared views over all inputs: :meth:`ranking`
+    merges the inputs' rankings (labels ``input:feature``), :meth:`to_frame` stacks their frames with an
+    ``input`` column, :meth:`save` writes one JSON file, :func:`load_result` reads it back.
+    """
+
+    def __setitem__(self, key, value):
+        raise TypeError("Results is read-only")
+
+    def __delitem__(self, key):
+        raise TypeError("Results is read-only")
+
+    def ranking(self, output: int | str | None = None, *, by: str = "feature"):
+        rows = [(f"{name}:{label}", v, e) for name, r in self.items() for label, v, e in r.ranking(output, by=by)]
+        labels, vals, errs = zip(*rows) if rows else ((), (), ())
+        return ranked(labels, vals, errs)
+
+    def to_frame(self):
+        import pandas as pd
+
+        frames = []
+        for name, r in self.items():
+            f = r.to_frame()
+            f.insert(0, "input", name)
+            frames.append(f)
+        return pd.concat(frames, ignore_index=True)
+
+    def save(self, path: str | os.PathLike) -> None:
+        parts = {name: {f.name: _encode(getattr(r, f.name)) for f in dataclasses.fields(r)} | {"__kind__": r.kind}
+                 for name, r in self.items()}
+        doc = {"format": _FORMAT, "version": _VERSION, "kind": "Results", "fields": parts}
+        atomic_write(path, json.dumps(doc, allow_nan=False, separators=(",", ":")))
+
+    def plot(self, *, top: int = 20, output=None, path=None):
+        plt = pyplot()
+        rows = self.ranking(output)
+        k = min(int(top), len(rows))
+        fig, ax = plt.subplots(figsize=(8, 1.4 + 0.28 * k))
+        first = next(iter(self.values()))
+        bar_plot(ax, rows, top=k, xlabel=first.importance_label)
+        fig.suptitle(f"{first.method}: top {k} of {len(rows)} features over {len(self)} inputs")
         return finish_figure(fig, path)

@@ -64,10 +64,10 @@ def _make(kind: str, arr: np.ndarray, tmp):
         return p("b.npz") + ":features", N, None
     if kind == "csv_header":
         _write_csv(p("h.csv"), arr, NAMES)
-        return p("h.csv"), None, NAMES
+        return p("h.csv"), N, NAMES  # n_rows from a count of the lines, minus the header
     if kind == "csv_plain":
         _write_csv(p("n.csv"), arr, None)
-        return p("n.csv"), None, None
+        return p("n.csv"), N, None
     if kind == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

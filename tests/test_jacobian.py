@@ -17,7 +17,8 @@ from _tol import assert_f32_close, f32_tol
 
 from jaxsens._jacobian import _jacobian_kernel, jacobian_importance
 from jaxsens._model import Model
-from jaxsens._results import JacobianImportance, load_result
+from jaxsens import JacobianImportance
+from jaxsens._results import load_result
 from jaxsens._stats import CorrelatedInputsWarning
 
 STATS = ("mean_abs", "mean", "std", "rms", "stderr")

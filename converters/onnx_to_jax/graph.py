@@ -20,6 +20,7 @@ tensor, every input produced by a node, an initializer or a graph input. Each pr
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -41,9 +42,18 @@ from converters.errors import (
     UnsafeModelError,
     UnsupportedOpError,
 )
+from converters.onnx_to_jax import ops as _ops  # noqa: F401 - fills the op registry
 from converters.onnx_to_jax.registry import OpContext, default_opset, get_op, max_tensor_bytes, supported_ops
+from converters.onnx_to_jax.static import is_static
 
-__all__ = ["LAYER_NAMES_KEY", "OnnxFunction", "check_model_path", "check_tensors", "load_onnx_proto"]
+__all__ = [
+    "LAYER_NAMES_KEY",
+    "OnnxFunction",
+    "check_model_path",
+    "check_tensors",
+    "check_unroll",
+    "load_onnx_proto",
+]
 
 # metadata_props key under which our Keras converter stores the Keras layer names (JSON list).
 LAYER_NAMES_KEY = "jaxsens.layer_names"
@@ -590,10 +600,6 @@ def _value_shape(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
 
 
-def _is_static(v) -> bool:
-    return v is None or isinstance(v, np.ndarray | np.generic)
-
-
 class _Node:
     __slots__ = ("attrs", "domain", "inputs", "name", "op_type", "outputs", "spec")
 
@@ -673,6 +679,7 @@ class OnnxFunction:
         self._layers = self._find_layers()
         self.layer_names = tuple(self._layers)
         self.fingerprint = self._fingerprint(graph)
+        self.unroll: int | None = None  # tracing option of recurrent ops, see with_unroll()
 
     # ---------------------------------------------------------------- construction helpers
     def _check_supported(self, graph: onnx.GraphProto) -> None:
@@ -809,13 +816,33 @@ class OnnxFunction:
         return h.hexdigest()
 
     def __eq__(self, other):
-        return isinstance(other, OnnxFunction) and other.fingerprint == self.fingerprint
+        return (
+            isinstance(other, OnnxFunction) and other.fingerprint == self.fingerprint and other.unroll == self.unroll
+        )
 
     def __hash__(self):
-        return hash(self.fingerprint)
+        return hash((self.fingerprint, self.unroll))
 
     def __repr__(self):
-        return f"OnnxFunction({self.graph_name!r}, {len(self.nodes)} nodes, opset {self.opset})"
+        unroll = "" if self.unroll is None else f", unroll={self.unroll}"
+        return f"OnnxFunction({self.graph_name!r}, {len(self.nodes)} nodes, opset {self.opset}{unroll})"
+
+    def with_unroll(self, steps: int | None) -> OnnxFunction:
+        """The same function with recurrences (``RNN`` / ``GRU`` / ``LSTM``) traced another way.
+
+        Sequences of at most ``steps`` steps over a real batch run as a static Python loop, longer ones in
+        ``jax.lax.scan``; ``0`` always uses ``lax.scan`` (what gradients want: reverse mode through an unrolled
+        cell measured 3-5x slower); ``None`` restores the default
+        (:data:`converters.onnx_to_jax.ops.rnn.UNROLL_MAX_STEPS`). The option is static: it is part of the
+        function's equality and hash, so each value compiles its own kernel and the same value reuses it. The
+        returned copy shares the nodes and weights (nothing is converted again).
+        """
+        steps = check_unroll(steps)
+        if steps == self.unroll:
+            return self
+        other = copy.copy(self)
+        other.unroll = steps
+        return other
 
     # ---------------------------------------------------------------- evaluation
     def layer_tensor(self, name: str) -> str:
@@ -828,7 +855,7 @@ class OnnxFunction:
         env: dict[str, Any] = dict(self.consts)
         env.update(params)
         env.update(inputs)
-        env = _run_nodes(self.nodes, env, self.opset)
+        env = _run_nodes(self.nodes, env, self.opset, unroll=self.unroll)
         missing = [w for w in want if w not in env]
         if missing:
             raise ArgumentError(f"no tensor named {missing} in the graph; layers: {list(self.layer_names)}")
@@ -858,6 +885,23 @@ class OnnxFunction:
         tensors = [self.layer_tensor(n) for n in names]
         out = self.run(params, inputs, tensors)
         return {n: _unbatch(out[t]) for n, t in zip(names, tensors)}
+
+
+def check_unroll(steps) -> int | None:
+    """``steps`` as the ``unroll`` option of :meth:`OnnxFunction.with_unroll`: ``None`` or an int >= 0."""
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer):
+        raise ArgumentTypeError(
+            f"unroll takes a number of time steps (an int >= 0) or None, got {type(steps).__name__} {steps!r}; "
+            f"e.g. with_unroll(0) to run every recurrence in jax.lax.scan"
+        )
+    if steps < 0:
+        raise ArgumentError(
+            f"unroll={steps} is negative; give the longest sequence to unroll (0: always jax.lax.scan, None: the "
+            f"default)"
+        )
+    return int(steps)
 
 
 def metadata_json(metadata: Mapping[str, str], key: str, kind: type, default):
@@ -979,16 +1023,21 @@ def _as_input(x, dtype):
     return x.astype(dtype) if x.dtype != dtype else x
 
 
-def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int) -> dict[str, Any]:
+def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int, *, unroll: int | None = None) -> dict[str, Any]:
+    """Evaluate ``nodes`` in order over ``env`` (tensor name -> value); ``unroll`` is handed to every op (and to
+    sub-graphs) through :class:`OpContext`."""
     import jax
 
     for node in nodes:
         args = [env[i] if i else None for i in node.inputs]
-        ctx = OpContext(node.name, node.op_type, opset, _subgraph_runner(env, opset), env, node.inputs, node.outputs)
+        ctx = OpContext(
+            node.name, node.op_type, opset, _subgraph_runner(env, opset, unroll), env, node.inputs, node.outputs,
+            unroll,
+        )
         try:
             # the node's name labels the equations it traces: rows.py names the node that mixes rows of a batch
             with jax.named_scope(node.name):
-                if all(_is_static(a) for a in args) and node.op_type not in _NEVER_FOLD:
+                if all(is_static(a) for a in args) and node.op_type not in _NEVER_FOLD:
                     with jax.ensure_compile_time_eval():
                         out = node.spec.fn(ctx, *args, **node.attrs)
                     out = tuple(np.asarray(o) for o in out) if isinstance(out, tuple | list) else np.asarray(out)
@@ -1009,8 +1058,8 @@ def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int) -> dict[
     return env
 
 
-def _subgraph_runner(env, opset):
-    return lambda graph, inputs: run_subgraph(graph, inputs, env, opset)
+def _subgraph_runner(env, opset, unroll=None):
+    return lambda graph, inputs: run_subgraph(graph, inputs, env, opset, unroll=unroll)
 
 
 # Ops that must not be constant-folded even with static inputs (random generators).
@@ -1021,7 +1070,10 @@ _SHAPE_READERS = frozenset({"Shape", "Size"})
 _NEVER_FOLD = frozenset({"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
-def run_subgraph(graph: onnx.GraphProto, inputs: Sequence[Any], outer_env: Mapping[str, Any], opset: int = 13):
+def run_subgraph(
+    graph: onnx.GraphProto, inputs: Sequence[Any], outer_env: Mapping[str, Any], opset: int = 13, *,
+    unroll: int | None = None,
+):
     """Run a sub-graph (``Loop`` / ``Scan`` / ``If`` body) with ``inputs`` bound to its formal inputs.
 
     Names of the enclosing scopes are visible (ONNX lexical scoping). Returns the list of the body's outputs.
@@ -1034,5 +1086,5 @@ def run_subgraph(graph: onnx.GraphProto, inputs: Sequence[Any], outer_env: Mappi
     for vi, v in zip(graph.input, inputs):
         env[vi.name] = v
     nodes = [_Node(n, i) for i, n in enumerate(graph.node)]
-    env = _run_nodes(nodes, env, opset)
+    env = _run_nodes(nodes, env, opset, unroll=unroll)
     return [env[vi.name] for vi in graph.output]

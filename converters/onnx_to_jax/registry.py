@@ -15,6 +15,9 @@ An op implementation is a plain function::
   as unsupported rather than silently ignored;
 * the function returns one array or a tuple of arrays (one per node output).
 
+The table is filled by importing the op modules (:mod:`converters.onnx_to_jax.ops`), which import this module and
+nothing the other way: importing :mod:`converters.onnx_to_jax` (the package, hence any of its modules) loads them.
+
 ``static_inputs`` lists the input positions that must be known at conversion time (shapes, axes, pads, repeats). The
 converter keeps initializers that feed those positions as numpy constants instead of turning them into parameters.
 
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ArgumentError, ConversionError, UnsupportedOpError
+from converters.onnx_to_jax.static import is_static, static_ints, static_value
 
 __all__ = [
     "MAX_TENSOR_BYTES",
@@ -44,8 +48,10 @@ __all__ = [
     "OpSpec",
     "check_alloc",
     "get_op",
+    "is_static",
     "max_tensor_bytes",
     "register_op",
+    "registered_ops",
     "static_ints",
     "static_value",
     "supported_ops",
@@ -87,21 +93,20 @@ def register_op(op_type: str, *, static_inputs: Sequence[int] = (), domain: str 
     return deco
 
 
-def _ensure_loaded():
-    # Importing the op modules fills the registry.
-    from converters.onnx_to_jax import ops  # noqa: F401
-
-
 def get_op(op_type: str, domain: str = "") -> OpSpec | None:
-    _ensure_loaded()
+    """The registered implementation of ``op_type`` in ``domain`` (``None`` when there is none)."""
     if domain in ("ai.onnx",):
         domain = ""
     return _REGISTRY.get((domain, op_type))
 
 
+def registered_ops() -> dict[tuple[str, str], OpSpec]:
+    """A copy of the table: ``(domain, op_type) -> OpSpec``."""
+    return dict(_REGISTRY)
+
+
 def supported_ops(domain: str | None = "") -> list[str]:
     """Sorted op types implemented for ``domain`` (``None``: every domain, as ``domain:op`` for non-default ones)."""
-    _ensure_loaded()
     if domain is None:
         return sorted(op if d == "" else f"{d}:{op}" for d, op in _REGISTRY)
     return sorted(op for d, op in _REGISTRY if d == domain)
@@ -109,15 +114,22 @@ def supported_ops(domain: str | None = "") -> list[str]:
 
 @dataclasses.dataclass
 class OpContext:
-    """What an op implementation may need besides its inputs and attributes."""
+    """What an op implementation may need besides its inputs and attributes.
+
+    ``unroll`` is the converted function's tracing option for recurrences (``RNN`` / ``GRU`` / ``LSTM``): run
+    sequences of at most ``unroll`` steps as a static Python loop, longer ones in ``jax.lax.scan`` (0: always
+    ``lax.scan``); ``None`` leaves the op's default. It comes from the call (:meth:`OnnxFunction.with_unroll`),
+    never from global state.
+    """
 
     node_name: str
     op_type: str
     opset: int
-    run_subgraph: Callable[..., Any]  # run_subgraph(graph_proto, inputs: list, outer_env) -> list of outputs
+    run_subgraph: Callable[..., Any]  # run_subgraph(graph_proto, inputs: list) -> list of outputs
     outer_env: dict[str, Any]
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    unroll: int | None = None
 
     def error(self, message: str) -> ConversionError:
         return ConversionError(f"{self.op_type} node {self.node_name!r}: {message}")
@@ -127,23 +139,6 @@ class OpContext:
 
     def static_ints(self, value, what: str) -> list[int]:
         return static_ints(value, what, self)
-
-
-def static_value(value, what: str, ctx: OpContext | None = None) -> np.ndarray:
-    """``value`` as a numpy array, or a clear error if it depends on the data (is only known at run time)."""
-    if value is None:
-        raise (ctx.error if ctx else ConversionError)(f"{what} is required")
-    if isinstance(value, np.ndarray | np.generic | int | float | list | tuple):
-        return np.asarray(value)
-    try:
-        return np.asarray(value)  # concrete jax array (evaluated under ensure_compile_time_eval)
-    except Exception:  # a tracer: depends on the input data
-        msg = f"{what} must be known at conversion time, but it depends on the model's input"
-        raise (ctx.error(msg) if ctx else ConversionError(msg)) from None
-
-
-def static_ints(value, what: str, ctx: OpContext | None = None) -> list[int]:
-    return [int(v) for v in static_value(value, what, ctx).reshape(-1)]
 
 
 def max_tensor_bytes() -> int:

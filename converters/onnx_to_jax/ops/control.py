@@ -25,6 +25,7 @@ import onnx
 from onnx import helper
 
 from converters.onnx_to_jax.registry import register_op
+from converters.onnx_to_jax.static import is_static
 
 __all__ = ["MAX_SIMULATED_ITERATIONS"]
 
@@ -32,10 +33,6 @@ __all__ = ["MAX_SIMULATED_ITERATIONS"]
 # after this many iterations.
 MAX_SIMULATED_ITERATIONS = 100_000
 _MAX_TRIP_COUNT = 2**31 - 1
-
-
-def _is_static(v) -> bool:
-    return isinstance(v, np.ndarray | np.generic)
 
 
 def _as_carry(ctx, value, like, what: str):
@@ -126,7 +123,7 @@ def _scan_v8(ctx, inputs, body, num_scan_inputs, directions):
     states, seqs = rest[:n_state], rest[n_state:]
     seq_len = jnp.asarray(seqs[0]).shape[1]
     if sequence_lens is not None and (
-        not _is_static(sequence_lens) or np.any(np.asarray(sequence_lens) != seq_len)
+        not is_static(sequence_lens) or np.any(np.asarray(sequence_lens) != seq_len)
     ):
         raise ctx.error(
             f"opset-8 Scan with sequence_lens shorter than the sequence axis ({seq_len}) is not supported; "
@@ -196,7 +193,7 @@ def _simulate_trip_count(ctx, body, trip_limit, carried, invariant) -> int | Non
         counters |= more
         wanted |= {carried_out[j] for j in more}
     counters_sorted = sorted(counters)
-    if not all(_is_static(carried[j]) for j in counters_sorted):
+    if not all(carried[j] is not None and is_static(carried[j]) for j in counters_sorted):
         return None
     pruned = helper.make_graph(
         [body.node[k] for k in keep],
@@ -209,7 +206,7 @@ def _simulate_trip_count(ctx, body, trip_limit, carried, invariant) -> int | Non
     if not counters and body.input[0].name not in reads:
         # The condition is the same at every iteration (e.g. cond_out = Identity(cond_in)): evaluate it once.
         (first,) = ctx.run_subgraph(pruned, [np.array(0, np.int64), np.array(True), *values])
-        if not _is_static(first):
+        if first is None or not is_static(first):
             return None
         if not bool(np.asarray(_one(ctx, first, "the body's condition output")).reshape(-1)[0]):
             return 1
@@ -222,7 +219,7 @@ def _simulate_trip_count(ctx, body, trip_limit, carried, invariant) -> int | Non
     it = 0
     while it < limit:
         outs = ctx.run_subgraph(pruned, [np.array(it, np.int64), np.array(True), *values])
-        if not all(_is_static(o) for o in outs):
+        if not all(o is not None and is_static(o) for o in outs):
             return None
         for j, o in zip(counters_sorted, outs[1:]):
             values[j] = o
@@ -282,7 +279,7 @@ def loop(ctx, M=None, cond=None, *v_initial, body: onnx.GraphProto):
 
     trip_limit = None
     if M is not None:
-        if not _is_static(M):
+        if not is_static(M):
             raise ctx.error(
                 "the trip count M depends on the model's input; only trip counts known at conversion "
                 "time are supported"
@@ -293,7 +290,7 @@ def loop(ctx, M=None, cond=None, *v_initial, body: onnx.GraphProto):
         if trip_limit is None:
             raise ctx.error("the Loop has neither a trip count M nor a condition: it would never end")
         trip = trip_limit
-    elif _is_static(cond):
+    elif is_static(cond):
         if not bool(np.asarray(_one(ctx, cond, "the condition")).reshape(-1)[0]) or trip_limit == 0:
             trip = 0
         else:
@@ -391,7 +388,7 @@ def if_(ctx, cond, *, then_branch: onnx.GraphProto, else_branch: onnx.GraphProto
     A condition known at conversion time runs only the chosen branch (whose outputs may then have any shapes); a
     data-dependent one lowers to ``lax.cond``, which needs both branches to give the same shapes and dtypes.
     """
-    if _is_static(cond):
+    if cond is not None and is_static(cond):
         taken = bool(np.asarray(_one(ctx, cond, "the condition")).reshape(-1)[0])
         branch = then_branch if taken else else_branch
         return tuple(ctx.run_subgraph(branch, []))

@@ -20,18 +20,9 @@ import numpy as np
 import onnx
 
 from converters.onnx_to_jax.registry import register_op
+from converters.onnx_to_jax.static import is_static, xp_of
 
-__all__ = ["broadcast", "is_static", "onnx_dtype", "xp_of"]
-
-
-def is_static(value) -> bool:
-    """True for a numpy value (known at conversion time) or an omitted input (``None``)."""
-    return value is None or isinstance(value, np.ndarray | np.generic)
-
-
-def xp_of(*values):
-    """``numpy`` when every value is static (constant folding keeps exact dtypes), else ``jax.numpy``."""
-    return np if all(is_static(v) for v in values) else jnp
+__all__ = ["broadcast", "is_static", "onnx_dtype", "xp_of"]  # is_static, xp_of: from .static (one rule)
 
 
 def broadcast(ctx, *values) -> tuple[int, ...]:

@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters.errors import UnsupportedOpError
-from converters.onnx_to_jax.ops.elementwise import xp_of
 from converters.onnx_to_jax.registry import register_op
+from converters.onnx_to_jax.static import xp_of
 
 ML = "ai.onnx.ml"
 POST_TRANSFORMS = ("NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT")

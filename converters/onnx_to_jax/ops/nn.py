@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.onnx_to_jax.ops.elementwise import xp_of
 from converters.onnx_to_jax.ops.tensor import _norm_axis
 from converters.onnx_to_jax.registry import check_alloc, register_op
+from converters.onnx_to_jax.static import xp_of
 
 
 # ---------------------------------------------------------------- products

@@ -16,7 +16,8 @@ the recurrent product and the gate maths. Inside, states are ``[H, N]``: the bat
 so XLA vectorises the gate maths over samples even for tiny hidden sizes (``[N, 10]`` gates ran ~5x slower per
 element on CPU), and gate slices are contiguous rows; sequences of at most :data:`UNROLL_MAX_STEPS` steps are then
 unrolled statically. A per-sample call (``N = 1`` under ``jax.vmap``, as in per-row Jacobians) keeps ``[N, H]``
-and ``jax.lax.scan``; so do gradient kernels (:func:`unroll_limit`). The reverse direction reads time backwards.
+and ``jax.lax.scan``; so do gradient kernels, which trace their model with the explicit option ``unroll=0``
+(``Model.with_unroll(0)``, read here from ``ctx.unroll``). The reverse direction reads time backwards.
 
 Choices where the spec is silent follow onnxruntime's CPU kernels, the runtime most exporters are checked against:
 
@@ -50,15 +51,15 @@ _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 
 #: sequences up to this many steps are unrolled statically; longer ones run in ``jax.lax.scan``
 UNROLL_MAX_STEPS = 32
-_limit = threading.local()
+_limit = threading.local()  # only for the deprecated unroll_limit() below
 
 
 @contextlib.contextmanager
 def unroll_limit(steps: int):
-    """Unroll recurrences of at most ``steps`` steps while tracing inside this block (0: always ``lax.scan``).
+    """Deprecated: trace with ``model.with_unroll(steps)`` (or ``OnnxFunction.with_unroll``) instead.
 
-    Unrolling pays off for forward passes only: reverse-mode through an unrolled cell measured 3-5x slower than
-    through ``lax.scan`` (seed-001 LSTM, 2-core CPU), so gradient kernels trace their model with ``0``.
+    Kept for one transition: inside this block, recurrences of functions without an explicit ``unroll`` option
+    unroll at most ``steps`` steps (0: always ``lax.scan``). The explicit option wins over it.
     """
     previous = getattr(_limit, "steps", None)
     _limit.steps = int(steps)
@@ -68,7 +69,11 @@ def unroll_limit(steps: int):
         _limit.steps = previous
 
 
-def _max_unrolled_steps() -> int:
+def _max_unrolled_steps(ctx) -> int:
+    """The longest sequence to unroll: the call's ``unroll`` option (``ctx.unroll``), else the deprecated
+    :func:`unroll_limit` block, else :data:`UNROLL_MAX_STEPS`."""
+    if getattr(ctx, "unroll", None) is not None:
+        return int(ctx.unroll)
     steps = getattr(_limit, "steps", None)
     return UNROLL_MAX_STEPS if steps is None else steps
 
@@ -315,7 +320,7 @@ def _recurrent(
     for d in range(n_dirs):
         xw_d = xw[d, ::-1] if reverse[d] else xw[d]  # [T, ...] in the order this direction reads
         m_d = None if mask is None else jnp.asarray(mask[::-1] if reverse[d] else mask)
-        if minor and n_steps <= _max_unrolled_steps():
+        if minor and n_steps <= _max_unrolled_steps(ctx):
             # Short sequences over a real batch: a static Python loop. XLA:CPU then fuses each step's gate maths
             # with static slices; a while loop pays a dynamic slice and a buffer round trip per step (measured
             # 3-4x slower on the seed-001 LSTM over 4096 rows, 2-core CPU).

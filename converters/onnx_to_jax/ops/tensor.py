@@ -25,8 +25,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from converters.onnx_to_jax.ops.elementwise import is_static, xp_of
 from converters.onnx_to_jax.registry import check_alloc, register_op
+from converters.onnx_to_jax.static import is_static, xp_of
 
 _INDEX_DTYPE = np.dtype(np.int64)
 
