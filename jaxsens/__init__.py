@@ -9,7 +9,10 @@ from jaxsens import errors, examples
 from jaxsens._classic import NotDenseError, WeightImportance, connection_weights, garson, weight_sums
 from jaxsens._data import DataSpec, open_data, read_targets
 from jaxsens._dense import dense_layers, dense_model
-from jaxsens._jacobian import JacobianImportance, jacobian_importance
+from jaxsens._method import DEFAULT_SEED, Method, Option
+from jaxsens._methods import *  # noqa: F403 - every method's function and result class, from the table
+from jaxsens._methods import __all__ as _method_names
+from jaxsens._methods import methods
 from jaxsens._metrics import Metric, accuracy, log_loss, mae, mse
 from jaxsens._model import Model, load_model
 from jaxsens._pad import PartialDerivatives, partial_derivatives
@@ -36,7 +39,12 @@ from jaxsens.errors import (
     UnsupportedOpError,
 )
 
-__all__ = [
+__all__ = [*_method_names,
+    "DEFAULT_SEED",
+    "Method",
+    "Option",
+    "Result",
+    "Results",
     "ArgumentError",
     "ArgumentTypeError",
     "ConversionError",
@@ -51,7 +59,6 @@ __all__ = [
     "DataSpec",
     "ImprovedStepwise",
     "InputPerturbation",
-    "JacobianImportance",
     "LekProfile",
     "Metric",
     "Model",
@@ -69,7 +76,6 @@ __all__ = [
     "garson",
     "improved_stepwise",
     "input_perturbation",
-    "jacobian_importance",
     "lek_profile",
     "load_model",
     "load_result",

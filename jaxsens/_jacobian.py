@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
 from typing import ClassVar
 
 import jax
@@ -27,7 +26,7 @@ from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._model import Model, apply_rows
 from jaxsens._results import Result, Results, result_class
 
-__all__ = ["JacobianImportance", "SPEC", "jacobian_importance"]
+__all__ = ["SPEC", "JacobianImportance", "chunk_jacobians", "jacobian_importance"]
 
 _MODES = ("auto", "reverse", "forward")
 _SCALES = (None, "std")
@@ -114,6 +113,20 @@ def _softmax_head(model: Model) -> bool:
     return node.attrs.get("axis", -1 if fn.opset >= 13 else 1) in (-1, 1)
 
 
+def chunk_jacobians(model: Model, xs, *, mode: str, outputs: tuple[int, ...] | None, precision: str = "float32",
+                    sums_to_one: bool = False):
+    """The per-sample Jacobians of one chunk, ``[batch, n_selected_outputs, *input_shape]`` (a tuple of those, one
+    per input, when ``xs`` is a tuple): the first step of the Jacobian kernel, public for the methods built on the
+    same derivatives (PaD). Call it inside ``jax.jit`` with ``mode`` / ``outputs`` / ``precision`` /
+    ``sums_to_one`` static, as :data:`SPEC`'s ``prepare`` resolves them (``plan.static``).
+    """
+    # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
+    with jax.default_matmul_precision(precision), unroll_limit(0):
+        if model.batched:  # static: part of the model's pytree metadata
+            return _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
+        return jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)
+
+
 @functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one"))
 def _jacobian_kernel(
     model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False
@@ -124,12 +137,7 @@ def _jacobian_kernel(
     per-input summaries (each input's block of the Jacobian, from one pass through the model).
     """
     del row_index  # deterministic method: no per-row randomness
-    # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
-    with jax.default_matmul_precision(precision), unroll_limit(0):
-        if model.batched:  # static: part of the model's pytree metadata
-            jac = _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
-        else:
-            jac = jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)
+    jac = chunk_jacobians(model, xs, mode=mode, outputs=outputs, precision=precision, sums_to_one=sums_to_one)
     if isinstance(xs, tuple):
         return tuple(_input_stats(j, x, mask, c) for j, x, c in zip(jac, xs, correlate))
     return _input_stats(jac, xs, mask, correlate)
@@ -219,7 +227,7 @@ class JacobianImportance(Result):
         return {"mean": self.mean, "std": self.std, "rms": self.rms}
 
     @property
-    def importance_label(self) -> str:  # noqa: F811 - per instance: says when J is scaled
+    def importance_label(self) -> str:
         return "mean |dy/dx| x std(x)" if self.scale == "std" else "mean |dy/dx|"
 
 
@@ -248,7 +256,7 @@ def _finalize_result(stats, info, plan: Plan, call: Call):
     model, ctx = call.model, plan.context
     shapes = ctx["shapes"]
     outs = output_names(model, call.outputs)
-    common = dict(output_names=outs, mode=ctx["mode"], scale=call.options["scale"], options=call.record())
+    common = {"output_names": outs, "mode": ctx["mode"], "scale": call.options["scale"], "options": call.record()}
     if len(shapes) == 1:
         names = info.feature_names or model.feature_names or tuple(f"x{i}" for i in range(shapes[0][-1]))
         return _result(stats, info, names, shapes[0], ctx["correlate"][0], **common)

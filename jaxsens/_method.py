@@ -29,7 +29,7 @@ import functools
 import inspect
 import numbers
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -103,7 +103,8 @@ class Option:
         elif t == "names":
             value = (value,) if isinstance(value, str | numbers.Integral) else tuple(value)
         if self.choices is not None and isinstance(value, str) and value not in self.choices:
-            raise ArgumentError(f"{method}(): {self.name} must be one of {list(self.choices)}, got {value!r}")
+            allowed = ("None or " if self.default is None else "") + f"one of {list(self.choices)}"
+            raise ArgumentError(f"{method}(): {self.name} must be {allowed}, got {value!r}")
         if self.minimum is not None:
             vals = value if isinstance(value, tuple) else (value,)
             if any(isinstance(v, numbers.Real) and v < self.minimum for v in vals):
@@ -145,9 +146,7 @@ class Call:
         """The options as stored on the result: JSON-friendly values (a callable metric by its name)."""
         out = {}
         for k, v in self.options.items():
-            if isinstance(v, bool | int | float | str) or v is None:
-                out[k] = v
-            elif isinstance(v, tuple) and all(isinstance(x, bool | int | float | str) for x in v):
+            if isinstance(v, bool | int | float | str) or v is None or isinstance(v, tuple) and all(isinstance(x, bool | int | float | str) for x in v):
                 out[k] = v
             else:
                 out[k] = getattr(v, "name", None) or getattr(v, "__name__", None) or type(v).__name__
@@ -200,14 +199,17 @@ class Method:
         prepare, kernel, finalize: a streaming method's steps; or ``run`` for any other method.
         multi_input: whether models with several inputs are supported.
         integer_inputs: whether integer (token id) inputs are meaningful for this method.
+        estimate: optional ``estimate(call) -> dict | str | float``: the cost of a run before it starts (a
+            dict with ``"seconds"`` and optionally ``"text"``, a sentence, or seconds); the CLI prints it before
+            long runs.
     """
 
     name: str
     function_name: str
     family: str
     summary: str
-    doc: str
-    result: type
+    doc: str = dataclasses.field(repr=False)
+    result: type = None
     needs_data: bool = True
     needs_targets: bool = False
     uses_targets: bool = False
@@ -217,12 +219,13 @@ class Method:
     exact_zero: bool = True
     per_output: bool = True
     aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    prepare: Callable | None = None
-    kernel: Callable | None = None
-    finalize: Callable | None = None
-    run: Callable | None = None
+    prepare: Callable | None = dataclasses.field(default=None, repr=False)
+    kernel: Callable | None = dataclasses.field(default=None, repr=False)
+    finalize: Callable | None = dataclasses.field(default=None, repr=False)
+    run: Callable | None = dataclasses.field(default=None, repr=False)
     multi_input: bool = False
     integer_inputs: bool = False
+    estimate: Callable | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -291,8 +294,6 @@ def call_method(spec: Method, model, data, targets, *, key, outputs, batch_size,
         raise ArgumentTypeError(f"{fn}() needs a jaxsens.Model, got {type(model).__name__}; see load_model()")
     if spec.needs_data and data is None:
         raise ArgumentError(f"{fn}() needs data: an array, a .npy / .npz / .csv / .parquet path, or batches")
-    if not spec.needs_data and data is not None and spec.run is not None and not spec.uses_targets:
-        pass  # weight methods accept and ignore data so that every method can be called the same way
     if spec.needs_targets and targets is None:
         raise ArgumentError(
             f"{fn}() needs targets: an array, a file, or the name of a target column of the data"
@@ -304,7 +305,7 @@ def call_method(spec: Method, model, data, targets, *, key, outputs, batch_size,
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
     ):
-        raise ArgumentError(f"batch_size must be a positive integer (rows per chunk), got {batch_size!r}")
+        raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r} (rows per chunk)")
     if progress is not None and progress is not True and progress is not False and not callable(progress):
         raise ArgumentTypeError(
             f"progress must be None, True or a callable(rows_done, rows_total), got {progress!r}"
@@ -391,7 +392,6 @@ def resolve_key(key, method: str) -> jax.Array:
 def _no_key(key, method: str):
     if key is not None:
         warnings.warn(f"{method}() is deterministic; key= is ignored", stacklevel=4)
-    return None
 
 
 def resolve_outputs(outputs, model) -> tuple[int, ...]:
@@ -432,7 +432,7 @@ def _docstring(spec: Method) -> str:
                  "batch_size=None, progress=None, nan_policy='raise', devices=None, **options)")
     lines.append("")
     lines.append(f"Family: {spec.family}. Targets: {'required' if spec.needs_targets else 'optional' if spec.uses_targets else 'not used'}. "
-                 f"Random: {'yes (key=None uses seed %d)' % DEFAULT_SEED if spec.random else 'no'}. "
+                 f"Random: {f'yes (key=None uses seed {DEFAULT_SEED})' if spec.random else 'no'}. "
                  f"Memory: {spec.memory}.")
     if spec.options:
         lines.append("")
@@ -462,7 +462,3 @@ def by_family(methods: Mapping[str, Method]) -> dict[str, list[str]]:
     for m in methods.values():
         out.setdefault(m.family, []).append(m.name)
     return out
-
-
-def sequence_or_none(x) -> Sequence | None:
-    return None if x is None else tuple(x)

@@ -232,3 +232,21 @@ def check_targets(
                 f"{n_out} outputs"
             )
     return y.reshape(n_samples, -1).astype(np.float32)
+
+
+METRIC_CHOICES = ("auto", "mse", "mae", "accuracy", "log_loss")
+"""Metric names the CLI offers; ``"auto"`` picks by target type (:func:`resolve_metric`)."""
+
+
+def resolve_metric(metric, *, targets_dtype, model) -> Metric:
+    """``metric="auto"`` by target type, else :func:`get_metric`.
+
+    ``"auto"``: integer / bool targets are class labels: ``log_loss`` when the model's outputs are
+    probabilities that sum to one (a softmax head, ``model.outputs_sum_to_one``), else ``accuracy``;
+    floating-point targets are values: ``mse``.
+    """
+    if isinstance(metric, str) and metric == "auto":
+        if np.dtype(targets_dtype).kind in "iub":
+            return _BUILTIN["log_loss" if getattr(model, "outputs_sum_to_one", False) else "accuracy"]
+        return _BUILTIN["mse"]
+    return get_metric(metric)

@@ -29,7 +29,6 @@ from jaxsens._io import atomic_write
 __all__ = [
     "Result",
     "Results",
-    "result_class",
     "bar_plot",
     "element_labels",
     "finish_figure",
@@ -40,6 +39,7 @@ __all__ = [
     "pyplot",
     "ranked",
     "register_result",
+    "result_class",
     "save_result",
 ]
 

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "BOOT_SEED",
+    "N_BOOT",
     "CoMoments",
     "CorrelatedInputsWarning",
     "Moments",
@@ -35,8 +37,10 @@ __all__ = [
     "comoments_of",
     "correlated_pairs",
     "correlation",
+    "bootstrap_stderr",
     "merge",
     "moments_of",
+    "poisson_weights",
     "scale_std",
     "std",
     "to_host",
@@ -271,3 +275,37 @@ def warn_correlated(pairs, *, threshold: float = 0.9, method: str, stacklevel: i
         CorrelatedInputsWarning,
         stacklevel=stacklevel,
     )
+
+
+# ------------------------------------------------------------------------------------ Poisson bootstrap
+N_BOOT = 64
+"""Replicates of the streamed Poisson bootstrap (stderr of statistics without a closed form)."""
+
+BOOT_SEED = 0x5EED
+"""Key of the bootstrap weights of deterministic methods: their stderr is reproducible too."""
+
+
+def poisson_weights(key, row_index, n_boot: int = N_BOOT):
+    """``[batch, n_boot]`` float32 bootstrap weights, ``w ~ Poisson(1)`` per row and replicate.
+
+    The streamed ("Poisson") bootstrap of Hanley & MacGibbon (2006) / Oza (2005): instead of resampling rows,
+    each row enters replicate ``b`` with an independent Poisson(1) count. Weighted sums of per-row values are
+    then mergeable like any :class:`Total`, so the bootstrap runs in the same single pass, in memory
+    independent of the number of rows. Weights come from ``fold_in(key, row_index)``: they do not depend on
+    the batch size or the device count.
+
+    Args:
+        key: a typed PRNG key.
+        row_index: ``[batch]`` global row numbers.
+        n_boot: replicates.
+    """
+
+    def one(i):
+        return jax.random.poisson(jax.random.fold_in(key, i), 1.0, (n_boot,)).astype(jnp.float32)
+
+    return jax.vmap(one)(row_index)
+
+
+def bootstrap_stderr(replicates: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Standard deviation (ddof = 1) of bootstrap replicates along ``axis``: the bootstrap standard error."""
+    return np.std(np.asarray(replicates, np.float64), axis=axis, ddof=1)

@@ -331,10 +331,14 @@ def test_sequence_inputs_and_by_feature_match_closed_form(tmp_path):
     back = load_result(tmp_path / "seq.json").by_feature()
     for name in STATS:
         np.testing.assert_array_equal(getattr(back, name), getattr(per_feature, name))
-    labels = [name for name, _, _ in r.ranking(output=0)]
+    labels = [name for name, _, _ in r.ranking(output=0, by="element")]
     assert len(labels) == T * F and set(labels) == {
         f"{f}[{t}]" for t in range(T) for f in ("temp", "wind", "rain")
     }
+    # by feature (the default): the exact time aggregate, ranked
+    by_f = {name: (v, e) for name, v, e in r.ranking(output=0)}
+    for j, name in enumerate(("temp", "wind", "rain")):
+        assert by_f[name] == (per_feature.importance[0, j], per_feature.stderr[0, j])
 
 
 def test_multi_device_sharding_gives_the_single_device_result(tmp_path):
@@ -348,11 +352,11 @@ def test_multi_device_sharding_gives_the_single_device_result(tmp_path):
         from jaxsens import _jacobian
         assert len(jax.local_devices()) == 4, jax.local_devices()
         seen = []
-        kernel = _jacobian._jacobian_kernel
+        kernel = _jacobian.SPEC.kernel
         def spy(model, xs, mask, row_index, **kw):
             seen.append(len(xs.sharding.device_set))
             return kernel(model, xs, mask, row_index, **kw)
-        _jacobian._jacobian_kernel = spy
+        object.__setattr__(_jacobian.SPEC, "kernel", spy)  # the spec is frozen; a test may look inside
         m = tanh_model(0)
         r4 = _jacobian.jacobian_importance(m, {str(tmp_path / "x.npy")!r}, batch_size={BS})
         r1 = _jacobian.jacobian_importance(m, {str(tmp_path / "x.npy")!r}, batch_size={BS},
@@ -417,9 +421,9 @@ def test_nan_rows_raise_or_are_skipped_and_counted():
         (
             {"mode": "backward"},
             ValueError,
-            r"mode must be one of \('auto', 'reverse', 'forward'\), got 'backward'",
+            r"mode must be one of \['auto', 'reverse', 'forward'\], got 'backward'",
         ),
-        ({"scale": "minmax"}, ValueError, r"scale must be None or 'std', got 'minmax'"),
+        ({"scale": "minmax"}, ValueError, r"scale must be None or one of \['std'\], got 'minmax'"),
         ({"outputs": "y9"}, ValueError, r"unknown output 'y9'; the model's outputs are \['y0', 'y1', 'y2'\]"),
         ({"outputs": 3}, ValueError, r"index 3 is out of range for a model with 3 outputs"),
         ({"outputs": [0, 0]}, ValueError, r"repeats an output"),
@@ -471,7 +475,8 @@ def test_save_and_load_are_lossless_and_atomic(tmp_path):
         assert getattr(back, f) == getattr(r, f), f
     json.loads(path.read_text())  # strict JSON
     odd = JacobianImportance(
-        *(np.array([[np.nan, np.inf, -np.inf, 0.1]]),) * 5,
+        **dict.fromkeys(("importance", "stderr", "mean", "std", "rms"), np.array([[np.nan, np.inf, -np.inf, 0.1]])),
+        method="jacobian",
         n_samples=1,
         feature_names=("a", "b", "c", "d"),
         output_names=("y",),
@@ -495,7 +500,9 @@ def test_ranking_and_tidy_frame():
     assert [n for n, _, _ in r.ranking(output="u")] == ["b", "c", "a"]
     assert r.ranking(output=1)[0] == ("c", 8.0, 0.0)
     df = r.to_frame()
-    assert list(df.columns) == ["output", "feature", "mean_abs", "mean", "std", "rms", "stderr", "rank"]
+    assert list(df.columns) == [
+        "feature", "output", "importance", "stderr", "ci_low", "ci_high", "rank", "mean", "std", "rms"
+    ]
     assert len(df) == 6
     row = df[(df.output == "v") & (df.feature == "c")].iloc[0]
     assert row["mean"] == -8.0 and row["rank"] == 1
