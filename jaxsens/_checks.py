@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters.errors import ArgumentError
-from converters.onnx_to_jax.ops.rnn import unroll_limit
 from jaxsens import _engine
 
 __all__ = ["check_model"]
@@ -102,16 +101,17 @@ def _cut_inputs(model, shapes) -> tuple[str, ...]:
     examples = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
     multi = len(shapes) > 1
 
+    unrolled = model.with_unroll(0)  # recurrences as lax.scan: a short trace
+
     def f(x):
-        return model.apply(model.params, x)
+        return unrolled.apply(unrolled.params, x)
 
     def tangent(x, t):
         return jax.jvp(f, (x,), (t,))[1]
 
     x = examples if multi else examples[0]
-    with unroll_limit(0):
-        primal = jax.make_jaxpr(f)(x).jaxpr
-        linear = jax.make_jaxpr(tangent)(x, x).jaxpr
+    primal = jax.make_jaxpr(f)(x).jaxpr
+    linear = jax.make_jaxpr(tangent)(x, x).jaxpr
     n = len(shapes)
     cut = []
     for i, name in enumerate(model.input_names):

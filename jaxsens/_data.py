@@ -5,7 +5,10 @@
 is known up front (row count, column names). :func:`iter_chunks` re-batches any source into :class:`Chunk` s of
 exactly ``batch_size`` rows: the last ragged chunk is padded (so one compiled kernel serves every chunk) and
 carries a ``mask``; rows holding NaN or Inf raise an error naming the row, or are masked out and counted with
-``nan_policy="skip"``. :func:`read_targets` reads a target file for the methods that need one.
+``nan_policy="skip"``. :func:`open_targets` streams targets the same way (every kind of source, a column of the
+data by name; class labels keep an integer ``Source.dtype``) and :func:`open_xy` opens data and targets
+together, row-aligned, dropping a target column from the features; ``iter_chunks((x, y), ...)`` then chunks
+both. :func:`read_targets` reads a target file whole, for the methods that hold everything in memory.
 
 What is refused, always with a :class:`~jaxsens.DataError` naming the source, the row / column and the problem
 (a wrong number printed silently is the worst outcome):
@@ -53,13 +56,13 @@ __all__ = [
     "DataSpec",
     "Source",
     "as_chunk_dtype",
+    "check_aligned",
     "check_float32_input",
     "chunk_dtype",
+    "csv_row_count",
     "header_names",
     "iter_chunks",
     "open_data",
-    "check_aligned",
-    "csv_row_count",
     "open_source",
     "open_sources",
     "open_targets",
@@ -401,7 +404,11 @@ def _open(data, input_shape: Shape | None, feature_names, exclude: tuple[str, ..
             if input_shape is not None:
                 check_rows_shape(arr.shape, input_shape, "data")
             return Source(
-                lambda rows: _array_blocks(arr, rows), int(arr.shape[0]), None, f"array {arr.shape}", arr.dtype
+                lambda rows: _array_blocks(arr, rows),
+                int(arr.shape[0]),
+                None,
+                f"array {arr.shape}",
+                arr.dtype,
             )
     if isinstance(data, Iterable) and not isinstance(data, bytes | dict | str):
         return Source(_iterable_blocks(data, input_shape), None, None, type(data).__name__)
@@ -813,7 +820,14 @@ def _csv_source(
             raise DataError(f"{role} {path!r} cannot be parsed near data row {start}: {e}") from None
 
     return _table_source(
-        reader, columns, input_shape, feature_names, path, n_rows=n_rows, has_header=has_header, exclude=exclude
+        reader,
+        columns,
+        input_shape,
+        feature_names,
+        path,
+        n_rows=n_rows,
+        has_header=has_header,
+        exclude=exclude,
     )
 
 
@@ -869,7 +883,9 @@ def _count_lines(text: bytes, blank: bytes) -> int | None:
     """Non-blank lines of ``text`` (which ends with a line end); ``None`` when a quoted field may span lines."""
     a = np.frombuffer(text, np.uint8)
     ends = np.flatnonzero(a == 10)
-    simple = text.find(b'"') < 0 and (text.find(b"\r") < 0 or np.array_equal(np.flatnonzero(a == 13) + 1, ends))
+    simple = text.find(b'"') < 0 and (
+        text.find(b"\r") < 0 or np.array_equal(np.flatnonzero(a == 13) + 1, ends)
+    )
     if simple and len(ends) and ends[-1] == len(a) - 1:
         starts = np.concatenate([[0], ends[:-1] + 1])
         first = a[starts]  # first byte of every line: a line end or a blank there means a possibly blank line
@@ -913,7 +929,7 @@ def _parquet_source(
 
     def reader(rows: int, usecols: list[str] | None) -> Iterator[np.ndarray]:
         try:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=usecols):
+            for batch in _parquet_batches(pq, path, rows, usecols):
                 cols = [
                     np.asarray(c.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), np.float64)
                     for c in batch.columns
@@ -932,6 +948,15 @@ def _parquet_source(
         dtypes=list(pf.schema_arrow.types),
         exclude=exclude,
     )
+
+
+def _parquet_batches(pq, path: str, rows: int, columns):
+    """Record batches of ``rows`` rows. pyarrow decodes one row group of the chosen columns at a time, so memory
+    is bounded by the file's row-group size (pyarrow writes at most 1 Mi rows per group), not by N;
+    ``pre_buffer=False`` with a 1 MiB read buffer streams the column chunks instead of holding them whole
+    (about 25% less peak memory, measured in bench/memory_data.py)."""
+    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    return pf.iter_batches(batch_size=rows, columns=columns)
 
 
 def _parquet_file(path: str, role: str = "data file"):
@@ -1299,7 +1324,8 @@ def open_xy(
     opened with :func:`open_targets`. Row counts known up front must agree.
 
     Args:
-        data: anything :func:`open_source` accepts (a single input).
+        data: anything :func:`open_source` accepts (a single input), or an already opened :class:`Source`
+            (returned as is; a target column name then cannot be dropped from it and is refused).
         targets: anything :func:`open_targets` accepts, or ``None`` (no targets).
         input_shape: the model's per-sample input shape.
         feature_names: as for :func:`open_source`.
@@ -1325,12 +1351,22 @@ def open_xy(
         (('a', 'b'), dtype('int32'), [0, 1, 1], 3)
     """
     shape = tuple(int(d) for d in input_shape)
-    if targets is None:
+    if isinstance(data, Source):  # already open (e.g. the first input of a model with several)
+        if data.row_shape is not None and tuple(data.row_shape) != shape:
+            raise DataError(
+                f"data ({data.description}) has rows of shape {list(data.row_shape)}; expected {list(shape)}"
+            )
+        x = data
+    elif targets is None:
         return _open_checked(_with_header(data, header), shape, feature_names), None
+    if targets is None:
+        return x, None
     # the targets first: a column name missing from the data is reported as such, not as a bad exclude=
     y = open_targets(targets, data=data, n_outputs=n_outputs, header=header, nan_policy=nan_policy)
-    names = _column_names(targets)
-    x = _open_checked(_with_header(data, header), shape, feature_names, exclude=names or ())
+    if not isinstance(data, Source):
+        x = _open_checked(
+            _with_header(data, header), shape, feature_names, exclude=_column_names(targets) or ()
+        )
     check_aligned(x, y)
     return x, y
 
@@ -1467,7 +1503,9 @@ def _open_targets(targets, data, header: bool | None) -> Source:
         hdr = spec.header if spec.header is not None else header
         return _file_columns(spec.path, names, hdr, role="data file", fast=True)
     if isinstance(targets, DataSpec):
-        return _target_file(targets.path, targets.header if targets.header is not None else header, targets.exclude)
+        return _target_file(
+            targets.path, targets.header if targets.header is not None else header, targets.exclude
+        )
     if isinstance(targets, str | os.PathLike):
         return _target_file(os.fspath(targets), header, ())
     if _is_dataframe(targets):
@@ -1576,9 +1614,11 @@ def _file_columns(
 
         def read(rows: int) -> Iterator[np.ndarray]:
             try:
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=list(names)):
+                for batch in _parquet_batches(pq, path, rows, list(names)):
                     cols = [
-                        np.asarray(c.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), np.float64)
+                        np.asarray(
+                            c.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), np.float64
+                        )
                         for c in batch.columns
                     ]
                     yield np.stack(cols, axis=1)
@@ -1597,7 +1637,7 @@ def _file_columns(
             )
         _check_columns(path, names, columns, role)
         use = list(names) if has_header else [int(n) for n in names]
-        opts = dict(sep=delimiter, header=0 if has_header else None, index_col=False, engine="c")
+        opts = {"sep": delimiter, "header": 0 if has_header else None, "index_col": False, "engine": "c"}
         if fast:
             opts["usecols"] = use
         try:
@@ -1655,7 +1695,9 @@ def _frame_columns(frame, names: tuple[str, ...], what: str, of: str | None) -> 
         kind = getattr(d, "kind", "O")
         if kind not in "biuf":
             bad = f"column {c!r} has dtype {d}: "
-            problem = _dtype_problem(np.dtype(d) if kind != "O" and isinstance(d, np.dtype) else np.dtype(object))
+            problem = _dtype_problem(
+                np.dtype(d) if kind != "O" and isinstance(d, np.dtype) else np.dtype(object)
+            )
             raise DataError(f"{what} {bad}{problem}")
     dtype = _declared([np.dtype(np.int64) if d.kind in "iu" else np.dtype(bool) if d.kind == "b" else
                        np.dtype(np.float64) for d in sub.dtypes])  # fmt: skip
@@ -1710,7 +1752,9 @@ def _target_batch(batch, i: int) -> np.ndarray:
         _check_dtype(batch.dtype, f"batch {i} of targets")
     arr = _try_array(batch, f"batch {i} of targets")
     if arr is None or arr.ndim == 0:
-        raise DataError(f"batch {i} of targets is a {type(batch).__name__}; expected a numeric array [m, ...]")
+        raise DataError(
+            f"batch {i} of targets is a {type(batch).__name__}; expected a numeric array [m, ...]"
+        )
     return arr
 
 
@@ -1899,6 +1943,10 @@ def iter_chunks(
         dtype: the chunk dtype (one per source for a tuple). An integer dtype (a model input of token ids, see
             :func:`chunk_dtype`) gives int32 chunks, bool gives bool: values exactly the data's (never rounded
             through float32); non-integral or out-of-range values raise :class:`DataError`.
+
+    Targets ride along as one more source: ``x, y = open_xy(data, targets, input_shape=s)`` then
+    ``iter_chunks((x, y), batch_size=b, input_shape=(s, y.row_shape), dtype=(np.float32,
+    chunk_dtype(y.dtype)))`` gives ``chunk.xs == (xs, ys)``, ``ys`` int32 for class labels.
 
     Yields:
         :class:`Chunk` s in row order; a source with no rows yields nothing. For a tuple of sources

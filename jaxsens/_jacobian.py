@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters.errors import ArgumentError
-from converters.onnx_to_jax.ops.rnn import unroll_limit
 from jaxsens import _engine, _stats
 from jaxsens._checks import check_model
 from jaxsens._method import Call, Method, Option, Plan, output_names
@@ -97,22 +96,6 @@ def _batch_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None, su
     return jac
 
 
-def _softmax_head(model: Model) -> bool:
-    """True when the model's output is a softmax over its (only) output axis, read off the ONNX graph."""
-    from converters.onnx_to_jax.graph import OnnxFunction
-
-    fn = model.apply
-    if not isinstance(fn, OnnxFunction) or len(model.output_shape) != 1 or model.n_outputs < 2:
-        return False
-    producer = {o: node for node in fn.nodes for o in node.outputs}
-    node = producer.get(fn.output)
-    while node is not None and node.op_type == "Identity":
-        node = producer.get(node.inputs[0])
-    if node is None or node.op_type != "Softmax":
-        return False
-    return node.attrs.get("axis", -1 if fn.opset >= 13 else 1) in (-1, 1)
-
-
 def chunk_jacobians(model: Model, xs, *, mode: str, outputs: tuple[int, ...] | None, precision: str = "float32",
                     sums_to_one: bool = False):
     """The per-sample Jacobians of one chunk, ``[batch, n_selected_outputs, *input_shape]`` (a tuple of those, one
@@ -121,7 +104,8 @@ def chunk_jacobians(model: Model, xs, *, mode: str, outputs: tuple[int, ...] | N
     ``sums_to_one`` static, as :data:`SPEC`'s ``prepare`` resolves them (``plan.static``).
     """
     # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
-    with jax.default_matmul_precision(precision), unroll_limit(0):
+    model = model.with_unroll(0)  # explicit, static: part of the compile key
+    with jax.default_matmul_precision(precision):
         if model.batched:  # static: part of the model's pytree metadata
             return _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
         return jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)
@@ -245,7 +229,7 @@ def _prepare(call: Call) -> Plan:
         "outputs": selected,
         "correlate": correlate if len(shapes) > 1 else correlate[0],
         "precision": opts["precision"],
-        "sums_to_one": _softmax_head(model),
+        "sums_to_one": bool(model.outputs_sum_to_one),
     }
     per_sample = None if call.batch_size is not None else _bytes_per_sample(model, resolved, selected)
     return Plan(state=model, static=static, bytes_per_sample=per_sample,

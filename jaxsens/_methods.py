@@ -7,6 +7,7 @@ from __future__ import annotations
 import types
 
 from jaxsens import _classic, _jacobian, _pad, _permutation, _perturbation, _profile
+from converters.errors import ArgumentError
 from jaxsens._method import Method
 
 # TRANSITION (issue 11 in progress): rows of modules not yet ported are skipped; the final table lists every
@@ -29,7 +30,7 @@ def _table(*specs: Method) -> types.MappingProxyType:
     table = {}
     for spec in specs:
         if spec.name in table:
-            raise ValueError(f"method name {spec.name!r} is in the table twice")
+            raise ArgumentError(f"method name {spec.name!r} is in the table twice")
         spec.as_function()
         table[spec.name] = spec
     return types.MappingProxyType(table)

@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,7 +53,7 @@ def register_result(kind: str):
 
     def deco(cls):
         if kind in _KINDS and _KINDS[kind] is not cls:
-            raise ValueError(f"result kind {kind!r} is already registered to {_KINDS[kind].__name__}")
+            raise ArgumentError(f"result kind {kind!r} is already registered to {_KINDS[kind].__name__}")
         _KINDS[kind] = cls
         cls.kind = kind
         return cls
@@ -560,19 +560,28 @@ class Result:
         return finish_figure(fig, path)
 
 
-class Results(dict):
+class Results(Mapping):
     """Per-input results of a model with several inputs: ``{input_name: Result}`` in the model's input order.
 
-    A read-only dict (it refuses item assignment) with the shared views over all inputs: :meth:`ranking`
-    merges the inputs' rankings (labels ``input:feature``), :meth:`to_frame` stacks their frames with an
-    ``input`` column, :meth:`save` writes one JSON file, :func:`load_result` reads it back.
+    A read-only mapping with the shared views over all inputs: :meth:`ranking` merges the inputs' rankings
+    (labels ``input:feature``), :meth:`to_frame` stacks their frames with an ``input`` column, :meth:`save`
+    writes one JSON file that :func:`load_result` reads back, :meth:`plot` draws the merged ranking.
     """
 
-    def __setitem__(self, key, value):
-        raise TypeError("Results is read-only")
+    def __init__(self, parts: Mapping[str, Result]):
+        self._parts = dict(parts)
 
-    def __delitem__(self, key):
-        raise TypeError("Results is read-only")
+    def __getitem__(self, name: str) -> Result:
+        return self._parts[name]
+
+    def __iter__(self):
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def __repr__(self) -> str:
+        return f"Results({', '.join(f'{k}: {type(v).__name__}' for k, v in self._parts.items())})"
 
     def ranking(self, output: int | str | None = None, *, by: str = "feature"):
         rows = [(f"{name}:{label}", v, e) for name, r in self.items() for label, v, e in r.ranking(output, by=by)]

@@ -30,7 +30,6 @@ from test_jacobian import CompileCounter, assert_stats_f32_close, reference_stat
 
 import jaxsens
 from jaxsens import ArgumentError, ArgumentTypeError, DataError
-from jaxsens._jacobian import _softmax_head
 from jaxsens._model import Model
 from jaxsens._results import load_result
 
@@ -164,7 +163,7 @@ def test_permutation_importance_of_token_ids_equals_keras_predict(token_models, 
             want[j, r] = mse(moved) - base
     assert np.abs(want).max() > 1e-4  # the model does read the ids
     assert_f32_close(got.importances, want, n_terms=N_IDS + TOKEN_CHAIN, magnitude=base + np.abs(want).max())
-    assert_f32_close(got.baseline_score, -base, n_terms=N_IDS + TOKEN_CHAIN, magnitude=base)
+    assert_f32_close(got.baseline, base, n_terms=N_IDS + TOKEN_CHAIN, magnitude=base)
 
 
 def test_ids_beyond_float32_reach_the_model_exactly(gather_model):
@@ -331,7 +330,7 @@ def test_two_input_softmax_head_takes_the_one_pass_fewer_path_and_equals_tensorf
         [a, b], keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(8, activation="tanh")(h))
     )
     model = jaxsens.Model.from_keras(km)
-    assert _softmax_head(model)  # the K - 1 pull-backs path, on a tuple of inputs
+    assert model.outputs_sum_to_one  # the K - 1 pull-backs path, on a tuple of inputs
     xa, xb = two_data(100, seed=5)
     ta, tb = tf.constant(xa), tf.constant(xb)
     with tf.GradientTape(persistent=True) as tape:
@@ -353,9 +352,10 @@ def test_two_input_partial_derivatives_share_the_total_over_all_inputs(keras_two
         "seq": (jac["seq"].astype(np.float64) ** 2).sum(axis=(0, 2)),  # a feature's SSD sums over its steps
     }
     total = ssd["num"].sum(axis=1, keepdims=True) + ssd["seq"].sum(axis=1, keepdims=True)
-    for name in ("num", "seq"):
-        assert_f32_close(got[name].importance, ssd[name] / total, n_terms=300 + 2 * TWO_CHAIN, magnitude=1.0)
-    np.testing.assert_allclose(got["num"].importance.sum(1) + got["seq"].importance.sum(1), 1.0, rtol=1e-12)
+    for name in ("num", "seq"):  # importance is per element; a feature's share sums its steps' shares
+        share, _ = got[name].feature_importance()
+        assert_f32_close(share, ssd[name] / total, n_terms=300 + 2 * TWO_CHAIN, magnitude=1.0)
+    np.testing.assert_allclose(got["num"].importance.sum(1) + got["seq"].importance.sum((1, 2)), 1.0, rtol=1e-12)
 
 
 def test_pure_jax_two_input_model_matches_closed_form_across_chunk_sizes_with_one_compile():

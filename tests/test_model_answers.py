@@ -272,20 +272,13 @@ def test_unroll_is_static_metadata_one_kernel_per_value(lstm):
     assert traces == [0]
     predict(m, xs)  # another value: its own kernel
     assert traces == [0, None]
-    assert m.with_unroll(0) == m.with_unroll(0) and hash(m.with_unroll(0)) == hash(m.with_unroll(0))
-    assert m.with_unroll(0) != m and m.with_unroll(None) == m
+    # what jit keys on: the pytree structure, whose static metadata holds the converted function and its option
+    structure = jax.tree.structure
+    assert structure(m.with_unroll(0)) == structure(m.with_unroll(0)) != structure(m)
+    assert hash(m.with_unroll(0).apply) == hash(m.with_unroll(0).apply)
+    assert m.with_unroll(None) is m and m.with_unroll(0).with_unroll(None).apply == m.apply
     inside = jax.jit(lambda model, v: apply_rows(model.with_unroll(0), model.params, v))  # also inside jit
     np.testing.assert_allclose(np.asarray(inside(m, xs)), np.asarray(predict(m.with_unroll(0), xs)), rtol=0, atol=0)
-
-
-def test_explicit_unroll_wins_over_the_deprecated_block(lstm):
-    from converters.onnx_to_jax.ops.rnn import unroll_limit
-
-    _, m = lstm
-    xs = jnp.asarray(_rows(3, (5, 3), seed=11))
-    with unroll_limit(0):
-        assert "scan" in _prims(m, xs)  # the block still steers functions without the option
-        assert "scan" not in _prims(m.with_unroll(32), xs)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxsens import ArgumentError, DataError
-from jaxsens import _data
+from jaxsens import ArgumentError, DataError, _data
 from jaxsens._data import (
     chunk_dtype,
     csv_row_count,
@@ -138,7 +137,12 @@ def test_targets_stream_with_the_data_through_iter_chunks(xy, tmp_path):
     np.save(tmp_path / "y.npy", labels)
     xs, ys = open_xy(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), input_shape=(D,))
     chunks = list(
-        iter_chunks((xs, ys), batch_size=64, input_shape=((D,), ys.row_shape), dtype=(np.float32, chunk_dtype(ys.dtype)))
+        iter_chunks(
+            (xs, ys),
+            batch_size=64,
+            input_shape=((D,), ys.row_shape),
+            dtype=(np.float32, chunk_dtype(ys.dtype)),
+        )
     )
     assert [c.xs[1].dtype for c in chunks] == [np.dtype(np.int32)] * len(chunks)
     got_x = np.concatenate([c.xs[0][c.mask] for c in chunks])
@@ -268,11 +272,23 @@ def test_targets_per_row_shape_must_fit_n_outputs():
 def test_misaligned_row_counts_are_refused_naming_both_sources(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((100, 2), np.float32))
     np.save(tmp_path / "y.npy", np.zeros(99))
-    with pytest.raises(DataError, match=r"not row-aligned: the targets \(.*y\.npy'?\) have 99 rows but the data \(.*x\.npy\) has 100"):
+    with pytest.raises(
+        DataError,
+        match=r"not row-aligned: the targets \(.*y\.npy'?\) have 99 rows but the data \(.*x\.npy\) has 100",
+    ):
         open_xy(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), input_shape=(2,))
+    # an opened Source as the data (the first input of a multi-input model): checked against the targets too
+    x0 = open_source(str(tmp_path / "x.npy"), input_shape=(2,))
+    with pytest.raises(DataError, match="have 99 rows but the data"):
+        open_xy(x0, str(tmp_path / "y.npy"), input_shape=(2,))
+    with pytest.raises(DataError, match="no named columns"):
+        open_xy(x0, "label", input_shape=(2,))
+    assert open_xy(x0, np.zeros(100), input_shape=(2,))[0] is x0
     # counts known only while streaming: iter_chunks names both
     xs, ys = open_xy(str(tmp_path / "x.npy"), [np.zeros(60), np.zeros(30)], input_shape=(2,))
-    with pytest.raises(DataError, match=r"not row-aligned: .*x\.npy has 100 rows but targets: list of batches has 90"):
+    with pytest.raises(
+        DataError, match=r"not row-aligned: .*x\.npy has 100 rows but targets: list of batches has 90"
+    ):
         list(iter_chunks((xs, ys), batch_size=32, input_shape=((2,), ())))
 
 
@@ -345,7 +361,9 @@ def test_user_feature_names_for_data_without_names(kind, tmp_path):
     src = open_source(data, input_shape=(3,), feature_names=["age", "income", "height"])
     assert src.feature_names == ("age", "income", "height")
     np.testing.assert_array_equal(_all(src), x)
-    with pytest.raises(DataError, match=r"feature_names has 2 names \('age', 'income'\).*last input axis has 3"):
+    with pytest.raises(
+        DataError, match=r"feature_names has 2 names \('age', 'income'\).*last input axis has 3"
+    ):
         open_source(data, input_shape=(3,), feature_names=["age", "income"])
 
 

@@ -35,8 +35,6 @@ Choices where the spec is silent follow onnxruntime's CPU kernels, the runtime m
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable, Sequence
 
 import jax
@@ -45,37 +43,20 @@ import numpy as np
 
 from converters.onnx_to_jax.registry import register_op
 
-__all__ = ["ACTIVATIONS", "UNROLL_MAX_STEPS", "unroll_limit"]
+__all__ = ["ACTIVATIONS", "UNROLL_MAX_STEPS"]
 
 _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 
 #: sequences up to this many steps are unrolled statically; longer ones run in ``jax.lax.scan``
 UNROLL_MAX_STEPS = 32
-_limit = threading.local()  # only for the deprecated unroll_limit() below
-
-
-@contextlib.contextmanager
-def unroll_limit(steps: int):
-    """Deprecated: trace with ``model.with_unroll(steps)`` (or ``OnnxFunction.with_unroll``) instead.
-
-    Kept for one transition: inside this block, recurrences of functions without an explicit ``unroll`` option
-    unroll at most ``steps`` steps (0: always ``lax.scan``). The explicit option wins over it.
-    """
-    previous = getattr(_limit, "steps", None)
-    _limit.steps = int(steps)
-    try:
-        yield
-    finally:
-        _limit.steps = previous
 
 
 def _max_unrolled_steps(ctx) -> int:
-    """The longest sequence to unroll: the call's ``unroll`` option (``ctx.unroll``), else the deprecated
-    :func:`unroll_limit` block, else :data:`UNROLL_MAX_STEPS`."""
+    """The longest sequence to unroll: the call's ``unroll`` option (``ctx.unroll``, set by
+    ``Model.with_unroll``), else :data:`UNROLL_MAX_STEPS`."""
     if getattr(ctx, "unroll", None) is not None:
         return int(ctx.unroll)
-    steps = getattr(_limit, "steps", None)
-    return UNROLL_MAX_STEPS if steps is None else steps
+    return UNROLL_MAX_STEPS
 
 
 def _hard_sigmoid(x, alpha, beta):
@@ -228,15 +209,15 @@ def _recurrent(
     # front, and that path (reverse-mode per sample) measured faster with the classic layout and a scan.
     minor = batch > 1
     if minor:
-        mm = lambda M, v: M @ v  # noqa: E731 - [G*H, H] @ [H, N]
-        part = lambda z, a, b: z[a:b]  # noqa: E731
-        vec = lambda v: v[:, None]  # noqa: E731 - a per-feature vector against [features, N]
-        keep_of = lambda m: m[None, :]  # noqa: E731
+        mm = lambda M, v: M @ v
+        part = lambda z, a, b: z[a:b]
+        vec = lambda v: v[:, None]
+        keep_of = lambda m: m[None, :]
     else:
-        mm = lambda M, v: v @ M.T  # noqa: E731 - [N, H] @ [H, G*H]
-        part = lambda z, a, b: z[:, a:b]  # noqa: E731
-        vec = lambda v: v[None, :]  # noqa: E731
-        keep_of = lambda m: m[:, None]  # noqa: E731
+        mm = lambda M, v: v @ M.T
+        part = lambda z, a, b: z[:, a:b]
+        vec = lambda v: v[None, :]
+        keep_of = lambda m: m[:, None]
 
     def initial(v):  # -> [D, N, H]
         if v is None:
