@@ -60,8 +60,10 @@ def check_model(model, method: str, *, family: str, multi_input: bool = False,
             f"{method}() {_WHAT.get(family, 'perturbs inputs continuously')}, which has no meaning for input "
             f"{name!r} of dtype {dtype}{more} (e.g. token ids feeding an Embedding / Gather: 17.3 is not an id, "
             "and the derivative through an id is 0 everywhere). Use permutation_importance(), whose discrete "
-            "perturbation (ids permuted across rows) is defined for integer inputs. If the values are really "
-            "continuous, export the model with a float input"
+            "perturbation (ids permuted across rows) is defined for integer inputs"
+            + ("; differentiating with respect to the embedding output is not available yet" if family == "gradient"
+               else "")
+            + ". If the values are really continuous, export the model with a float input"
         )
     shapes = tuple(tuple(int(d) for d in s) for s in shapes)
     if family == "gradient":
@@ -72,7 +74,8 @@ def check_model(model, method: str, *, family: str, multi_input: bool = False,
                 "the output only through operations without a derivative (a Cast to an integer type, e.g. token "
                 "ids in a float input feeding an Embedding / Gather, or Round / Floor / ArgMax): its derivative is "
                 "0 everywhere although the output depends on it. Use permutation_importance(), the perturbation "
-                "method that defines a discrete perturbation for ids (permuted across rows)"
+                "method that defines a discrete perturbation for ids (permuted across rows); differentiating with respect "
+                "to the embedding output is not available yet"
             )
     return shapes
 

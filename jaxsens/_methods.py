@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import types
 
-from jaxsens import _classic, _jacobian, _pad, _permutation, _perturbation, _profile
+from jaxsens import _classic, _jacobian, _pad, _permutation, _perturbation, _profile, _stepwise
 from converters.errors import ArgumentError
 from jaxsens._method import Method
 
@@ -23,6 +23,7 @@ _ROWS = (
     (_classic, "CONNECTION_WEIGHTS_SPEC"),
     (_classic, "GARSON_SPEC"),
     (_classic, "WEIGHT_SUMS_SPEC"),
+    (_stepwise, "SPEC"),
 )
 
 

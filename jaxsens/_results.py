@@ -155,8 +155,10 @@ def load_result(path: str | os.PathLike):
 
 
 def _build(kind, fields, path):
-    if kind not in _KINDS or not isinstance(fields, dict):
+    if kind not in _KINDS:
         raise DataError(f"{os.fspath(path)!r} holds an unknown result kind {kind!r}; known: {sorted(_KINDS)}")
+    if not isinstance(fields, dict):
+        raise DataError(f"{os.fspath(path)!r} is a damaged {kind} result file: its fields are missing")
     cls = _KINDS[kind]
     known = {f.name for f in dataclasses.fields(cls)}
     try:

@@ -2,7 +2,8 @@
 
     jaxsens demo                              # the bundled default example, end to end
     jaxsens convert MODEL [--weights W] -o model.onnx
-    jaxsens importance MODEL DATA [--method jacobian] [--out DIR] [--batch-size N] [--outputs 0,1]
+    jaxsens importance MODEL DATA [--method NAME] [--out DIR] [--targets FILE|COLUMN] [method flags]
+                                              # `jaxsens importance --help`: the methods and their flags
     jaxsens info                              # devices and supported ONNX ops
     jaxsens bench [--n 200000]                # Jacobian throughput of this machine vs hand-written JAX
     jaxsens --version

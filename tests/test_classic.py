@@ -92,7 +92,7 @@ def test_weight_sums_by_hand(hand_model):
     # sum_j |w[i, j]|:  a: 1 + 2 = 3;  b: 3 + 0.5 = 3.5
     r = weight_sums(hand_model)
     np.testing.assert_allclose(r.importance, [3.0, 3.5])
-    assert r.output_names is None
+    assert r.output_names == () and r.importance.shape == (2,)  # no per-output values
 
 
 def test_hand_onnx_graph_reads_the_same_layers(hand_model):
@@ -360,16 +360,90 @@ def test_garson_needs_a_hidden_layer_and_dense_model_validates():
 # ---------------------------------------------------------------------------------------------------- results
 def test_weight_result_serialises(hand_model, tmp_path):
     r = connection_weights(hand_model)
-    d = json.loads(json.dumps(r.to_dict()))
-    assert d["method"] == "connection_weights" and d["ranking"] == ["b", "a"]
+    with pytest.warns(DeprecationWarning, match=r"to_dict\(\) is deprecated"):
+        d = json.loads(json.dumps(r.to_dict()))
+    assert d["method"] == "connection-weights" and d["ranking"] == ["b", "a"]
     r.save(tmp_path / "cw.json")
     back = load_result(tmp_path / "cw.json")
     assert isinstance(back, WeightImportance) and back.feature_names == ("a", "b")
     np.testing.assert_array_equal(back.importance, r.importance)
+    np.testing.assert_array_equal(back.stderr, np.zeros((1, 2)))
     ws = weight_sums(hand_model)
     assert [name for name, _, _ in ws.ranking()] == ["b", "a"]
-    with pytest.raises(ValueError, match="no per-output values"):
+    with pytest.raises(ValueError, match="aggregates the outputs"):
         ws.ranking(output=0)
+    with pytest.raises(ValueError, match=r"weight_sums\(\) reads only the weights into the first hidden layer"):
+        weight_sums(hand_model, outputs=[0])
+
+
+# ------------------------------------------------------------------------------------- the method protocol
+def _signed_net():
+    """3 inputs -> 2 hidden -> 2 outputs with a strongly negative connection weight for x2 on output 0."""
+    w = np.array([[1.0, 0.0], [0.5, 0.5], [-4.0, 1.0]])
+    v = np.array([[1.0, 2.0], [0.5, -1.0]])
+    return dense_model([(w, np.zeros(2)), (v, np.zeros(2))], ["tanh", "identity"],
+                       feature_names=["p", "q", "r"], output_names=["u", "z"]), w, v
+
+
+@pytest.mark.parametrize("method", [connection_weights, garson, weight_sums])
+def test_weight_methods_take_the_one_calling_convention(method, hand_model):
+    """(model) and (model, data) give the same exact result; stderr is exactly 0; targets are refused."""
+    alone = method(hand_model)
+    data = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+    for given in (method(hand_model, data), method(hand_model, data=data), method(hand_model, "any.csv")):
+        np.testing.assert_array_equal(given.importance, alone.importance)
+    np.testing.assert_array_equal(alone.stderr, np.zeros_like(alone.importance))
+    assert alone.n_samples == 0 and alone.input_shape == (2,) and alone.feature_names == ("a", "b")
+    assert alone.method == method.spec.name and jaxsens.methods()[alone.method].function is method
+    assert method.spec.family == "weights" and not method.spec.needs_data and not method.spec.random
+    with pytest.raises(ValueError, match=rf"{method.__name__}\(\) does not use targets"):
+        method(hand_model, data, np.zeros(7))
+    seen = []
+    method(hand_model, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 0)]  # called once: no rows to read
+
+
+def test_connection_weights_are_signed_and_rank_by_magnitude(tmp_path):
+    m, w, v = _signed_net()
+    r = connection_weights(m)
+    cw = (w @ v).T  # [2 outputs, 3 inputs]: u = [1, 0.75, -3.5], z = [2, 0.5, -9]
+    np.testing.assert_allclose(r.importance, cw)
+    assert r.output_names == ("u", "z") and r.importance[0, 2] < 0  # the sign is kept, as published
+    assert r.ranking(output="u") == (("r", 3.5, 0.0), ("p", 1.0, 0.0), ("q", 0.75, 0.0))
+    assert [n for n, _, _ in r.ranking()] == ["r", "p", "q"]  # mean |CW| over outputs: 6.25, 1.5, 0.625
+    frame = r.to_frame()
+    assert list(frame.columns) == ["feature", "output", "importance", "stderr", "ci_low", "ci_high", "rank"]
+    assert frame.loc[(frame.output == "u") & (frame.feature == "r"), "rank"].item() == 1  # |-3.5| is largest
+    np.testing.assert_array_equal(frame.importance, cw.reshape(-1))  # signed values in the table
+    with pytest.warns(DeprecationWarning, match=r"scores\(\) is deprecated"):
+        np.testing.assert_allclose(r.scores("z"), np.abs(cw[1]))
+    one = connection_weights(m, outputs=["z"])  # a row of the product, named
+    assert one.output_names == ("z",)
+    np.testing.assert_array_equal(one.importance, r.importance[1:])
+    np.testing.assert_array_equal(garson(m, outputs=[1]).importance, garson(m).importance[1:])
+    r.save(tmp_path / "cw.json")
+    back = load_result(tmp_path / "cw.json")
+    assert back.ranking() == r.ranking() and back.method == "connection-weights"
+
+
+def test_weight_methods_plot_titled_with_intervals_absent(hand_model, tmp_path):
+    pytest.importorskip("matplotlib")
+    fig = connection_weights(hand_model).plot(path=tmp_path / "cw.png")
+    assert "connection-weights" in fig._suptitle.get_text() and "top 2 of 2" in fig._suptitle.get_text()
+    assert (tmp_path / "cw.png").stat().st_size > 0
+    assert fig.axes[0].get_legend() is None  # stderr is exactly 0: no interval to draw
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_weight_methods_refuse_several_inputs():
+    import jax.numpy as jnp
+
+    two = jaxsens.Model(apply=lambda p, x: jnp.concatenate([x[0], x[1]]) @ p, params=np.ones((5, 1), np.float32),
+                        input_shape=((2,), (3,)), output_shape=(1,), input_names=("a", "b"))
+    with pytest.raises(ValueError, match=r"connection_weights\(\) handles a model with one input"):
+        connection_weights(two)
 
 
 # --------------------------------------------------------------------------------------------------- stepwise

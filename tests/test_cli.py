@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -17,7 +18,7 @@ import onnx
 import pytest
 
 import jaxsens
-from jaxsens import examples
+from jaxsens import _cli_importance, examples
 from jaxsens.cli import main
 
 
@@ -28,8 +29,12 @@ def test_demo_writes_ranked_outputs_and_finds_the_true_effects(tmp_path, capsys)
     saved = jaxsens.load_result(tmp_path / "importance.json")
     top = [name for name, _, _ in saved.ranking()[:4]]
     assert set(top) == {"f03", "f17", "f41", "f42"}  # the inputs the label was built from
-    rows = (tmp_path / "importance.csv").read_text().splitlines()
-    assert rows[0] == "rank,feature,importance,stderr" and len(rows) == 83
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "importance.csv")  # the tidy long table: one row per (output, feature)
+    assert list(frame.columns[:7]) == ["feature", "output", "importance", "stderr", "ci_low", "ci_high", "rank"]
+    assert len(frame) == 82 * saved.n_outputs and set(frame["output"]) == set(saved.output_names)
+    np.testing.assert_array_equal(frame["importance"].to_numpy(), saved.importance.reshape(-1))
     assert (tmp_path / "importance.png").stat().st_size > 1000
 
 
@@ -101,34 +106,34 @@ def small_regression(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize(
-    "method, extra",
-    [
-        ("jacobian", ["--target-column", "target"]),
-        ("perturbation", ["--target-column", "target"]),
-        ("pad", ["--target-column", "target"]),
-        ("permutation", ["--target-column", "target", "--n-repeats", "2"]),
-        ("input-perturbation", ["--target-column", "target"]),
-        ("improved-stepwise", ["--target-column", "target"]),
-        ("profile", ["--target-column", "target"]),
-        ("connection-weights", ["--target-column", "target"]),  # data only names the features
-        ("garson", ["--target-column", "target"]),  # data only names the features
-        ("weight-sums", ["--target-column", "target"]),  # data only names the features
-        ("stepwise-backward", ["--target-column", "target"]),
-    ],
-)
-def test_every_method_runs_from_the_command_line(method, extra, small_regression, tmp_path, capsys):
+def _cli_small_flags(method: str) -> list[str]:
+    """Small cost options (by family) for the retraining methods, as flags; none for the others."""
+    spec = jaxsens.methods().get(method)
+    if spec is None or spec.family != "retraining":
+        return []
+    small = {"epochs": 20, "max_steps": 1}
+    return [a for o in spec.options if o.name in small for a in ("--" + o.name.replace("_", "-"), str(small[o.name]))]
+
+
+@pytest.mark.parametrize("method", _cli_importance.method_names())
+def test_every_method_runs_from_the_command_line(method, small_regression, tmp_path, capsys):
+    """Every --method value (the table's names, and the deprecated aliases) on a CSV whose target column is the
+    targets of the methods that use them and is left out of the features by the others."""
     out = tmp_path / method
     code = main(["importance", str(small_regression / "reg.onnx"), str(small_regression / "data.csv"),
-                 "--method", method, "--out", str(out), "--quiet", "--no-plot", *extra])
+                 "--method", method, "--out", str(out), "--quiet", "--no-plot", "--target-column", "target",
+                 *_cli_small_flags(method)])
     assert code == 0, capsys.readouterr().err
-    rows = (out / "importance.csv").read_text().splitlines()
-    assert rows[0].startswith("rank,feature") and len(rows) == 5
-    ranked = [r.split(",")[1] for r in rows[1:]]
-    assert set(ranked) == {"a", "b", "c", "d"}
+    saved = jaxsens.load_result(out / "importance.json")
+    ranked = [name for name, _, _ in saved.ranking()]
+    assert sorted(ranked) == ["a", "b", "c", "d"]
     if method not in ("weight-sums", "garson"):  # weight-only methods need not find the truth
         assert ranked[0] == "a", (method, ranked)
-    assert jaxsens.load_result(out / "importance.json") is not None
+    import pandas as pd
+
+    frame = pd.read_csv(out / "importance.csv")
+    assert set(frame["feature"]) == {"a", "b", "c", "d"}
+    assert len(frame) == np.size(saved.importance) or method not in jaxsens.methods()  # TRANSITION: old results
 
 
 def test_targets_file_and_missing_targets_error(small_regression, tmp_path, capsys):
@@ -178,15 +183,14 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path, capsys):
         assert err.splitlines()[-1].startswith("jaxsens: error: --out")
 
 
-def test_any_other_exception_is_reported_as_an_internal_error(small_regression, tmp_path, monkeypatch, capsys):
+def test_any_other_exception_is_reported_as_an_internal_error(small_regression, tmp_path, monkeypatch, request,
+                                                              capsys):
     """A method that fails with a non-jaxsens exception is a bug: traceback, a request to report, exit 1."""
-    from jaxsens import _cli_importance
 
-    def broken(model, xs, **options):
+    def broken(call):
         return 1 / 0
 
-    monkeypatch.setattr(jaxsens, "broken_importance", broken, raising=False)
-    monkeypatch.setitem(_cli_importance.METHODS, "broken", _cli_importance.Method("broken_importance", "x"))
+    _with_rows(monkeypatch, request, _fake_spec("broken", run=broken))
     code = main(["importance", str(small_regression / "reg.onnx"), str(small_regression / "x.npy"),
                  "--method", "broken", "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 1
@@ -271,7 +275,7 @@ def test_outputs_are_atomic_and_follow_the_umask(umask, mode, tmp_path, capsys):
     assert names == ["importance.csv", "importance.json", "importance.png"]
     for path in [*(tmp_path / "demo").iterdir(), tmp_path / "m.onnx"]:
         assert stat.S_IMODE(path.stat().st_mode) == mode, (path.name, oct(path.stat().st_mode))
-    assert jaxsens.load_result(tmp_path / "demo" / "importance.json").method == "connection_weights"
+    assert jaxsens.load_result(tmp_path / "demo" / "importance.json").method == "connection-weights"
     capsys.readouterr()
 
 
@@ -333,3 +337,201 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert err.splitlines()[-1] == "jaxsens: interrupted"
     assert not out.exists()  # nothing written: the folder this run created is removed, the lock released
+
+
+# ------------------------------------------------------------------------- flags generated from the table
+def _fake_spec(name, *, run, options=(), estimate=None, random=False, family="weights"):
+    """A table row for the tests: ``run(call)``; the data are read as a Jacobian (a real result)."""
+    from jaxsens._method import Method
+
+    return Method(name=name, function_name=f"{name.replace('-', '_')}_importance", family=family,
+                  summary=f"{name} for a test", doc=f"{name} for a test.", result=jaxsens.JacobianImportance,
+                  options=tuple(options), run=run, estimate=estimate, random=random)
+
+
+def _with_rows(monkeypatch, request, *specs):
+    """``jaxsens.methods()`` with ``specs`` added, for this test only."""
+    import types
+
+    from jaxsens import _method, _methods
+
+    for spec in specs:
+        spec.as_function()
+        request.addfinalizer(lambda n=spec.name: _method._functions.pop(n, None))
+    monkeypatch.setattr(_methods, "METHODS", types.MappingProxyType({**_methods.METHODS,
+                                                                     **{s.name: s for s in specs}}))
+
+
+def test_help_lists_the_table_by_family_with_generated_flags(capsys):
+    assert main(["importance", "--help"]) == 0
+    out = capsys.readouterr().out
+    table = jaxsens.methods()
+    for family, names in __import__("jaxsens._method", fromlist=["by_family"]).by_family(table).items():
+        assert f"  {family}:" in out
+        for n in names:
+            assert f"    {n}" in out and table[n].summary[:40] in out.replace("\n", " ") or n in out
+    for flag in _cli_importance.option_flags(table).values():
+        assert flag.flag in out, flag.flag
+    assert "{auto,mse,mae,accuracy,log_loss}" in out or "metric" not in _cli_importance.option_flags(table)
+
+
+def test_generated_flags_types_defaults_and_foreign_flags(small_regression, tmp_path, monkeypatch, request,
+                                                          capsys):
+    from jaxsens._method import Option
+
+    seen = []
+
+    def run(call):
+        seen.append(dict(call.options))
+        return jaxsens.jacobian_importance(call.model, call.data)
+
+    opts = (Option("levels", "floats", (0.1, 0.2), "noise levels"), Option("features", "names", None, "which"),
+            Option("shuffle", bool, False, "shuffle first"), Option("centre", bool, True, "centre first"),
+            Option("n_things", int, 3, "how many", minimum=1), Option("style", str, "a", "style", choices=("a", "b")),
+            Option("secret", "any", None, "API only", cli=False))
+    _with_rows(monkeypatch, request, _fake_spec("fake-a", run=run, options=opts, family="gradient"))
+    model, x = str(small_regression / "reg.onnx"), str(small_regression / "x.npy")
+    base = ["importance", model, x, "--method", "fake-a", "--quiet", "--no-plot"]
+    assert main([*base, "--out", str(tmp_path / "1")]) == 0  # nothing given: the method's defaults
+    assert seen[-1] == {"levels": (0.1, 0.2), "features": None, "shuffle": False, "centre": True, "n_things": 3,
+                        "style": "a", "secret": None}
+    argv = [*base, "--out", str(tmp_path / "2"), "--levels", "0.5,1", "--features", "a,2", "--shuffle",
+            "--no-centre", "--n-things", "7", "--style", "b"]
+    assert main(argv) == 0
+    assert seen[-1] == {"levels": (0.5, 1.0), "features": ("a", 2), "shuffle": True, "centre": False,
+                        "n_things": 7, "style": "b", "secret": None}
+    capsys.readouterr()
+    for bad, expected in ((["--style", "c"], "invalid choice: 'c'"), (["--n-things", "0"], "n_things must be >= 1"),
+                          (["--secret", "1"], "unrecognized arguments: --secret"),
+                          (["--levels", "x"], "is not a comma-separated list of numbers")):
+        assert main([*base, "--out", str(tmp_path / "3"), *bad]) == 2
+        assert expected in _one_error_line(capsys.readouterr().err), bad
+    # a flag of another method: refused, naming this method's options
+    assert main(["importance", model, x, "--method", "jacobian", "--n-things", "2", "--out", str(tmp_path / "4"),
+                 "--quiet"]) == 2
+    err = _one_error_line(capsys.readouterr().err)
+    assert "--n-things does not apply to --method jacobian; its options are: " in err
+    assert all(o.name.replace("_", "-") in err for o in jaxsens.methods()["jacobian"].options if o.cli)
+    assert not (tmp_path / "4").exists()
+
+
+def test_one_flag_per_option_name_and_clashes_refused():
+    from converters.errors import ArgumentError
+    from jaxsens._method import Option
+
+    def run(call):
+        return None
+
+    a = _fake_spec("fa", run=run, options=(Option("depth", int, 2, "depth"),))
+    b = _fake_spec("fb", run=run, options=(Option("depth", int, 5, "depth"),))
+    flags = _cli_importance.option_flags({"fa": a, "fb": b})
+    assert list(flags) == ["depth"] and flags["depth"].defaults == {"fa": 2, "fb": 5}
+    assert "fa: 2; fb: 5" in _cli_importance._help_text(flags["depth"])
+    c = _fake_spec("fc", run=run, options=(Option("depth", float, 2.0, "depth"),))
+    with pytest.raises(ArgumentError, match="one name, one meaning"):
+        _cli_importance.option_flags({"fa": a, "fc": c})
+    d = _fake_spec("fd", run=run, options=(Option("top", int, 2, "clash"),))
+    with pytest.raises(ArgumentError, match="shared command-line flag"):
+        _cli_importance.option_flags({"fd": d})
+
+
+def test_estimate_is_printed_before_the_run_and_progress_reported(small_regression, tmp_path, monkeypatch,
+                                                                   request, capsys):
+    order = []
+
+    def estimate(call):
+        order.append(("estimate", call.options["epochs"], call.batch_size))
+        return {"seconds": 4000.0, "text": "3 steps x 10 networks"}
+
+    def run(call):
+        order.append(("run",))
+        for done in (10, 20, 30) if call.progress else ():
+            call.progress(done, 30)
+        return jaxsens.jacobian_importance(call.model, call.data)
+
+    from jaxsens._method import Option
+
+    spec = _fake_spec("fake-r", run=run, estimate=estimate, family="retraining",
+                      options=(Option("epochs", int, 200, "epochs"),))
+    _with_rows(monkeypatch, request, spec)
+    argv = ["importance", str(small_regression / "reg.onnx"), str(small_regression / "x.npy"), "--method",
+            "fake-r", "--epochs", "5", "--batch-size", "16", "--out", str(tmp_path / "o"), "--no-plot"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert order == [("estimate", 5, 16), ("run",)]
+    assert "fake-r: estimated cost about 67 min (3 steps x 10 networks)" in err
+    assert re.search(r"100%.*\b30(\.0)?/30(\.0)?\b", err), err  # the progress bar ran to its total
+    assert main([*argv[:-3], "--out", str(tmp_path / "q"), "--quiet"]) == 0  # --quiet: no estimate, no bar
+    assert capsys.readouterr().err == "" and order[-1] == ("run",) and len(order) == 3
+
+
+def test_progress_bar_shows_rate_and_total_for_a_streaming_method(small_regression, tmp_path, capsys):
+    assert main(["importance", str(small_regression / "reg.onnx"), str(small_regression / "x.npy"),
+                 "--out", str(tmp_path), "--no-plot", "--batch-size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"100%.*\b300/300\b.*rows/s", err), err
+
+
+def test_feature_names_for_npy_data(small_regression, tmp_path, capsys):
+    model, x = str(small_regression / "reg.onnx"), str(small_regression / "x.npy")
+    base = ["importance", model, x, "--quiet", "--no-plot"]
+    assert main([*base, "--out", str(tmp_path / "1"), "--feature-names", "p,q,r,s"]) == 0
+    assert jaxsens.load_result(tmp_path / "1" / "importance.json").feature_names == ("p", "q", "r", "s")
+    names = tmp_path / "names.txt"
+    names.write_text("u\nv\n\nw\nz\n")
+    assert main([*base, "--out", str(tmp_path / "2"), "--feature-names", f"@{names}"]) == 0
+    assert jaxsens.load_result(tmp_path / "2" / "importance.json").feature_names == ("u", "v", "w", "z")
+    capsys.readouterr()
+    for bad, expected in (("p,q", "gives 2 names; the model's input (4,) has 4 features"),
+                          ("p,p,q,r", "repeats ['p']"), (f"@{tmp_path / 'none.txt'}", "does not exist")):
+        assert main([*base, "--out", str(tmp_path / "3"), "--feature-names", bad]) == 2
+        assert expected in _one_error_line(capsys.readouterr().err), bad
+    csv = str(small_regression / "data.csv")  # a header names the features: another list is refused
+    assert main(["importance", model, csv, "--target-column", "target", "--feature-names", "p,q,r,s", "--quiet",
+                 "--out", str(tmp_path / "4")]) == 2
+    assert "differs from the header" in _one_error_line(capsys.readouterr().err)
+
+
+def test_metric_is_a_choice_list_and_auto_follows_the_targets(small_regression, tmp_path, capsys):
+    table = jaxsens.methods()
+    name = next((n for n, s in table.items() if any(o.name == "metric" for o in s.options) and s.needs_data
+                 and s.family != "retraining"), None)
+    if name is None:
+        pytest.skip("no method with a metric in the table yet")
+    model, csv = str(small_regression / "reg.onnx"), str(small_regression / "data.csv")
+    base = ["importance", model, csv, "--method", name, "--target-column", "target", "--quiet", "--no-plot"]
+    assert main([*base, "--metric", "rmse", "--out", str(tmp_path / "1")]) == 2
+    assert "argument --metric: invalid choice: 'rmse'" in _one_error_line(capsys.readouterr().err)
+    assert main([*base, "--out", str(tmp_path / "2")]) == 0  # auto: float targets -> mse
+    auto = jaxsens.load_result(tmp_path / "2" / "importance.json")
+    assert main([*base, "--metric", "mse", "--out", str(tmp_path / "3")]) == 0
+    mse = jaxsens.load_result(tmp_path / "3" / "importance.json")
+    np.testing.assert_array_equal(auto.importance, mse.importance)
+
+
+def test_seed_and_targets_refused_where_they_do_not_apply(small_regression, tmp_path, capsys):
+    model, x = str(small_regression / "reg.onnx"), str(small_regression / "x.npy")
+    deterministic = next(n for n, s in jaxsens.methods().items() if not s.random and s.needs_data
+                         and not (s.needs_targets or s.uses_targets))
+    assert main(["importance", model, x, "--method", deterministic, "--seed", "3", "--out", str(tmp_path / "1"),
+                 "--quiet"]) == 2
+    assert f"--method {deterministic} is deterministic: drop --seed" in _one_error_line(capsys.readouterr().err)
+    assert main(["importance", model, x, "--method", deterministic, "--targets", str(small_regression / "y.npy"),
+                 "--out", str(tmp_path / "2"), "--quiet"]) == 2
+    assert f"--method {deterministic} does not use targets" in _one_error_line(capsys.readouterr().err)
+
+
+def test_random_methods_take_a_seed_that_changes_the_draws(small_regression, tmp_path, capsys):
+    name = next((n for n, s in jaxsens.methods().items() if s.random and s.needs_data
+                 and s.family != "retraining"), None)
+    if name is None:
+        pytest.skip("no random method in the table yet")
+    spec = jaxsens.methods()[name]
+    base = ["importance", str(small_regression / "reg.onnx"), str(small_regression / "data.csv"), "--method", name,
+            "--target-column", "target", "--quiet", "--no-plot"]
+    results = []
+    for i, seed in enumerate((None, "0", "5")):
+        assert main([*base, "--out", str(tmp_path / str(i)), *(["--seed", seed] if seed else [])]) == 0, name
+        results.append(jaxsens.load_result(tmp_path / str(i) / "importance.json"))
+    np.testing.assert_array_equal(results[0].importance, results[1].importance)  # default seed 0
+    assert not np.array_equal(results[0].importance, results[2].importance), spec.name

@@ -34,7 +34,7 @@ def _cases(tmp):
     open(empty, "w").close()
     not_result = os.path.join(tmp, "other.json")
     with open(not_result, "w") as f:
-        json.dump({"format": "jaxsens.result", "version": 1, "kind": "jacobian_importance"}, f)  # no fields
+        json.dump({"format": "jaxsens.result", "version": 1, "kind": "JacobianImportance"}, f)  # no fields
     return [
         # (name, call(model, X, y), error class, words in the message)
         ("model is a string", lambda m, X, y: jaxsens.jacobian_importance("m.onnx", X), errors.ArgumentTypeError,
@@ -62,16 +62,16 @@ def _cases(tmp):
         ("no rows", lambda m, X, y: jaxsens.jacobian_importance(m, X[:0]), errors.DataError, "no rows"),
         ("key is a string", lambda m, X, y: jaxsens.perturbation_importance(m, X, key="a"),
          errors.ArgumentTypeError, "PRNG key"),
-        ("key is None", lambda m, X, y: jaxsens.perturbation_importance(m, X, key=None), errors.ArgumentError,
-         "key="),
-        ("negative noise", lambda m, X, y: jaxsens.perturbation_importance(m, X, key=key, scale=-1),
+        ("key is a negative seed", lambda m, X, y: jaxsens.perturbation_importance(m, X, key=-1),
+         errors.ArgumentError, "seed"),
+        ("negative noise", lambda m, X, y: jaxsens.perturbation_importance(m, X, key=key, noise_scale=-1),
          errors.ArgumentError, "scale"),
         ("targets too short", lambda m, X, y: jaxsens.permutation_importance(m, X, y[:10], key=key),
          errors.DataError, "rows"),
         ("string targets", lambda m, X, y: jaxsens.permutation_importance(m, X, y.astype(str), key=key),
          errors.DataError, "dtype"),
         ("unknown metric", lambda m, X, y: jaxsens.permutation_importance(m, X, y, key=key, metric="zzz"),
-         errors.ArgumentError, "not a known metric"),
+         errors.ArgumentError, "metric must be one of"),
         ("metric of the wrong kind", lambda m, X, y: jaxsens.permutation_importance(m, X, y, key=key, metric=3),
          errors.ArgumentTypeError, "metric"),
         ("input perturbation on one row",
