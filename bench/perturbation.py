@@ -5,7 +5,7 @@
 Every competitor evaluates the model on ``n * (1 + n_features)`` rows (the unperturbed data once, then every
 feature perturbed once), so samples/s is comparable:
 
-* ``jaxsens perturbation``: ``jaxsens.perturbation_importance(model, xs, scale=0.2, n_draws=1)`` (all features x rows
+* ``jaxsens perturbation``: ``jaxsens.perturbation_importance(model, xs, noise_scale=0.2, n_draws=1)`` (all features x rows
   in one vmapped kernel);
 * ``jaxsens permutation``: ``jaxsens.permutation_importance(model, xs, y, n_repeats=1)``;
 * ``seed-001 loop``: the seed's Python loop, one Keras ``model.predict`` per feature on a perturbed copy, as written
@@ -96,7 +96,7 @@ def bench_model(name, keras_model, xs, y, repeats, with_captum):
     evaluations = n * (1 + n_features)
     key = jax.random.key(0)
     jobs = {
-        "jaxsens perturbation": lambda: jaxsens.perturbation_importance(model, xs, scale=0.2, n_draws=1, key=key).effect,
+        "jaxsens perturbation": lambda: jaxsens.perturbation_importance(model, xs, noise_scale=0.2, n_draws=1, key=key).effect,
         "jaxsens permutation": lambda: jaxsens.permutation_importance(model, xs, y, n_repeats=1, key=key).importances_mean,
         "seed-001 loop (predict, batch 32)": lambda: seed_loop(keras_model, xs, np.random.default_rng(0)),
         "seed-001 loop (predict, batch 4096)": lambda: seed_loop(keras_model, xs, np.random.default_rng(0), 4096),

@@ -4,7 +4,8 @@
     python bench/versions.py /tmp/old . --repeats 5 --rows 40000
 
 Each repeat runs one fresh process per checkout (old, new, old, new, ...) that loads the bundled model, times a warm
-``jacobian_importance`` and ``model(xs)`` on the same seeded rows, and prints one JSON line; the table reports
+``jacobian_importance``, ``model(xs)``, ``perturbation_importance`` and ``permutation_importance`` on the same
+seeded rows, and prints one JSON line; the table reports
 medians and the new/old ratio, and the JSON goes to ``bench/results/versions.json``. A check that the hot path did
 not get slower after a change, not a comparison with other tools (bench/jacobian.py does that).
 """
@@ -38,12 +39,25 @@ WORKER = textwrap.dedent(
         return min(ts)
     jac = best(lambda: jaxsens.jacobian_importance(m, X, batch_size=1024))
     pred = best(lambda: m(X))
+    # the perturbation family on fewer rows (83 and 82 model evaluations per row); API of either version
+    import inspect, jax
+    Xp = X[: max(rows // 20, 256)]
+    y = np.asarray(m(Xp)).argmax(axis=1)
+    noise = "noise_scale" if "noise_scale" in inspect.signature(jaxsens.perturbation_importance).parameters else "scale"
+    pert_call = lambda: jaxsens.perturbation_importance(m, Xp, key=jax.random.key(0), n_draws=1, batch_size=1024,
+                                                        **{noise: 0.2})
+    perm_call = lambda: jaxsens.permutation_importance(m, Xp, y, key=jax.random.key(0), n_repeats=1,
+                                                       metric="accuracy", batch_size=1024)
+    pert_call(); perm_call()  # compile
+    pert, perm = best(pert_call), best(perm_call)
     print(json.dumps({"import_s": t_import, "load_s": t_load, "jacobian_rows_per_s": rows / jac,
-                      "predict_rows_per_s": rows / pred, "file": jaxsens.__file__}))
+                      "predict_rows_per_s": rows / pred, "perturbation_rows_per_s": len(Xp) / pert,
+                      "permutation_rows_per_s": len(Xp) / perm, "file": jaxsens.__file__}))
     """
 )
 
-METRICS = ("import_s", "load_s", "jacobian_rows_per_s", "predict_rows_per_s")
+METRICS = ("import_s", "load_s", "jacobian_rows_per_s", "predict_rows_per_s", "perturbation_rows_per_s",
+           "permutation_rows_per_s")
 
 
 def run(checkout: str, rows: int) -> dict:

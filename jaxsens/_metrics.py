@@ -30,7 +30,18 @@ import numpy as np
 
 from converters.errors import ArgumentError, ArgumentTypeError, DataError
 
-__all__ = ["Metric", "accuracy", "get_metric", "log_loss", "mae", "mse"]
+__all__ = [
+    "METRIC_CHOICES",
+    "Metric",
+    "accuracy",
+    "check_target_shape",
+    "check_targets",
+    "get_metric",
+    "log_loss",
+    "mae",
+    "mse",
+    "resolve_metric",
+]
 
 
 # ------------------------------------------------------------------------------------------------- per sample
@@ -250,3 +261,25 @@ def resolve_metric(metric, *, targets_dtype, model) -> Metric:
             return _BUILTIN["log_loss" if getattr(model, "outputs_sum_to_one", False) else "accuracy"]
         return _BUILTIN["mse"]
     return get_metric(metric)
+
+
+def check_target_shape(metric: Metric, row_shape, output_shape, *, what: str = "targets") -> bool:
+    """Check streamed targets' per-row shape against the model's output before tracing; True for class labels.
+
+    Targets hold, per row, the model's number of output elements (values, or element-wise binary labels), or,
+    for ``accuracy`` / ``log_loss`` and an output of ``k >= 2`` class probabilities, one class label (then the
+    labels' range is checked as they stream: see the methods).
+
+    Raises:
+        DataError: naming the targets, their per-row shape, the metric and the shape it needs.
+    """
+    n_out = math.prod(output_shape)
+    per_row = math.prod(row_shape or ())
+    labels = metric.targets == "labels_or_values" and per_row == 1 and n_out >= 2
+    if per_row != n_out and not labels:
+        hint = " or one class label per row" if metric.targets == "labels_or_values" and n_out >= 2 else ""
+        raise DataError(
+            f"{what} hold {list(row_shape or ())} values per row; metric {metric.name!r} needs "
+            f"[{', '.join(map(str, output_shape)) or '1'}] per row (the model's output shape){hint}"
+        )
+    return labels

@@ -20,14 +20,14 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.errors import ArgumentError, ArgumentTypeError, DataError
+from converters.errors import ArgumentError, DataError
 from jaxsens import _engine, _stats
 from jaxsens._data import as_chunk_dtype, check_float32_input, chunk_dtype, iter_chunks, open_source
 from jaxsens._metrics import Metric
@@ -39,18 +39,26 @@ __all__ = [
     "Task",
     "change_kernel",
     "check_rows",
+    "feature_moments_kernel",
     "feature_std",
     "host_scores",
+    "key_parts",
     "loss_kernel",
+    "losses",
     "onehot_last",
     "pack",
+    "passes_progress",
     "predict_all",
     "predictions",
+    "read_rows_bounded",
+    "refuse_one_shot",
     "row_bytes",
     "rows_frame",
     "run_loss",
     "select_features",
+    "std_of_moments",
     "stderr_of",
+    "stream_feature_std",
 ]
 
 
@@ -67,6 +75,7 @@ class Spec:
         metric: per-sample metric for :func:`loss_kernel`.
         key_impl: PRNG implementation name of ``arrays["key"]`` (raw key data crosses ``jit``).
         n_draws: variants are ``[n_draws, n_per_draw]``; output statistics are averaged over draws per row.
+        outputs: indices into the flattened output that :func:`change_kernel` reports (``None``: all).
     """
 
     variants: Callable
@@ -75,6 +84,7 @@ class Spec:
     metric: Metric | None = None
     key_impl: str | None = None
     n_draws: int = 1
+    outputs: tuple[int, ...] | None = None
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "arrays"], meta_fields=["spec"])
@@ -196,12 +206,17 @@ def predictions(task: Task, xs, row_index):
     return jnp.moveaxis(preds, 0, 1), parts
 
 
-def _losses(metric: Metric, y, preds):
-    losses = jax.vmap(metric.fn, in_axes=(None, 0))(y, preds)
+def losses(metric: Metric, y, preds):
+    """One row: ``(loss of the row, [n_variants] loss change of each copy)`` from its targets ``y`` and its
+    predictions ``[1 + n_variants, *output_shape]`` (slot 0 the row itself)."""
+    values = jax.vmap(metric.fn, in_axes=(None, 0))(y, preds)
     # identical predictions have identical losses; XLA may reduce the loss of different variants in different
     # orders (a ~1e-10 difference), so an input the model ignores keeps its exact 0 here
     same = jnp.all((preds[1:] == preds[0]).reshape(preds.shape[0] - 1, -1), axis=1)
-    return losses[0], jnp.where(same, 0.0, losses[1:] - losses[0])
+    return values[0], jnp.where(same, 0.0, values[1:] - values[0])
+
+
+_losses = losses  # older name
 
 
 @jax.jit
@@ -212,8 +227,10 @@ def loss_kernel(task: Task, xs, mask, row_index):
     return {"base": _stats.moments_of(base, mask), "diff": _stats.moments_of(diff, mask)}
 
 
-def _changes(n_draws: int, preds):
+def _changes(n_draws: int, outputs, preds):
     d = (preds[1:] - preds[0]).reshape(n_draws, -1, math.prod(preds.shape[1:]))
+    if outputs is not None:
+        d = d[..., np.asarray(outputs)]
     sq = jnp.mean(d * d, axis=0)
     return sq, jnp.mean(sq, axis=-1), jnp.mean(d, axis=0)
 
@@ -223,7 +240,7 @@ def change_kernel(task: Task, xs, mask, row_index):
     """Per chunk: moments of the squared output change per (variant, output), its mean over outputs, and the
     signed change; each averaged over the draws of a row first."""
     preds, _ = predictions(task, xs, row_index)
-    sq, sq_all, d = jax.vmap(functools.partial(_changes, task.spec.n_draws))(preds)
+    sq, sq_all, d = jax.vmap(functools.partial(_changes, task.spec.n_draws, task.spec.outputs))(preds)
     return {
         "sq": _stats.moments_of(sq, mask),
         "sq_all": _stats.moments_of(sq_all, mask),
@@ -272,10 +289,11 @@ def run_loss(task: Task, packed, *, batch_size: int | None, progress=None):
     return stats["base"], stats["diff"], info
 
 
-def predict_all(task: Task, packed, *, batch_size: int | None) -> np.ndarray:
+def predict_all(task: Task, packed, *, batch_size: int | None, progress: Callable | None = None) -> np.ndarray:
     """Predictions of every row and its variants, ``[n_samples, 1 + n_variants, *output_shape]``.
 
     Used only for whole-data-set metrics (``Metric(per_sample=False)``), which cannot be folded per chunk.
+    ``progress(rows_done, rows_total)`` is called after each chunk when given.
     """
     arrays = packed if isinstance(packed, tuple) else (packed,)
     n = arrays[0].shape[0]
@@ -290,15 +308,23 @@ def predict_all(task: Task, packed, *, batch_size: int | None) -> np.ndarray:
     for chunk in iter_chunks(sources, batch_size=batch_size, input_shape=shapes, dtype=dtypes):
         preds = predict_kernel(task, jax.tree.map(jnp.asarray, chunk.xs), jnp.asarray(chunk.row_index))
         out.append(np.asarray(preds)[: chunk.n_valid])
+        if progress is not None:
+            progress(chunk.start + chunk.n_valid, n)
     return np.concatenate(out)
 
 
-def host_scores(metric: Metric, y: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """``metric.fn(y, preds[:, v])`` for every variant ``v`` (a host loop over metric calls only)."""
-    n = preds.shape[0]
+def host_scores(metric: Metric, y: np.ndarray, preds: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``metric.fn(y, preds[:, v])`` for every variant ``v`` (a host loop over metric calls only).
+
+    ``rows`` (indices, e.g. a bootstrap resample) scores ``y[rows]`` against ``preds[rows, v]`` without copying
+    every variant's predictions at once.
+    """
+    if rows is not None:
+        y = np.asarray(y)[rows]
+    n = preds.shape[0] if rows is None else len(rows)
     scores = []
     for v in range(preds.shape[1]):
-        p = preds[:, v]
+        p = preds[:, v] if rows is None else preds[rows, v]
         if np.ndim(y) == 1 and math.prod(p.shape[1:]) == 1:
             p = p.reshape(n)
         scores.append(float(metric.fn(y, p)))
@@ -312,67 +338,6 @@ def onehot_last(features: Sequence[int], n_features: int, ndim: int) -> np.ndarr
 
 
 # ------------------------------------------------------------------------------------------------- validation
-_CONTINUOUS = {  # what each method does to an input's values: meaningless for integer inputs (token ids)
-    "perturbation_importance": "adds continuous noise to each input",
-    "input_perturbation": "adds continuous noise to each input",
-    "improved_stepwise": "fixes each input at its mean over the rows",
-    "lek_profile": "sweeps each input over a grid of values between its minimum and maximum",
-}
-
-
-def check_model(model, method: str, *, discrete: bool = False) -> None:
-    """Perturbation methods need a single-input model whose last input axis holds the features.
-
-    Integer / bool inputs (token ids) are refused unless the method's perturbation is ``discrete`` (it only
-    moves values that occur in the data, as a permutation does): noise, means and grids of ids are not ids.
-    """
-    if (
-        getattr(model, "n_inputs", 1) != 1
-        or not model.input_shape
-        or not isinstance(model.input_shape[0], int)
-    ):
-        raise ArgumentError(
-            f"{method}() needs a single-input model with input_shape [..., n_features]; this one has inputs "
-            f"{getattr(model, 'input_names', '?')} of shape {model.input_shape}"
-        )
-    ints = _engine.integer_inputs(model)
-    if ints and not discrete:
-        name, dtype = ints[0]
-        raise ArgumentError(
-            f"{method}() {_CONTINUOUS.get(method, 'perturbs inputs continuously')}, which has no meaning for "
-            f"input {name!r} of dtype {dtype} (e.g. token ids feeding an Embedding / Gather: 17.3 is not an id). "
-            "Use permutation_importance(), whose discrete perturbation (ids permuted across rows) is defined for "
-            "integer inputs"
-        )
-
-
-def as_key(key, method: str):
-    """``(raw key data, impl name)`` from a typed key (``jax.random.key``) or a raw ``PRNGKey``."""
-    if key is None:
-        raise ArgumentError(f"{method}() needs key=jax.random.key(seed) (explicit randomness; no global seed)")
-    try:
-        if isinstance(key, str | bytes):
-            raise TypeError
-        key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    except TypeError:
-        raise ArgumentTypeError(
-            f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), got {type(key).__name__} "
-            f"{key!r:.60}"
-        ) from None
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        typed = key
-    else:
-        try:
-            typed = jax.random.wrap_key_data(key)
-        except (TypeError, ValueError) as e:
-            raise ArgumentError(
-                f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), got {key!r}"
-            ) from e
-    if typed.shape != ():
-        raise ArgumentError(f"key must be a single PRNG key, got an array of {typed.shape} keys")
-    return jax.random.key_data(typed), str(jax.random.key_impl(typed))
-
-
 def select_features(features, names: Sequence[str], what: str = "features") -> tuple[int, ...]:
     """Feature indices from ``None`` (all), names or integer indices (validated, duplicates refused)."""
     n = len(names)
@@ -424,15 +389,19 @@ def feature_std(X: np.ndarray, names: Sequence[str] | None = None, method: str =
             f"got {flat.shape[0]}"
         )
     std = flat.std(axis=0, ddof=1)
+    _warn_constant(std, names, method)
+    return std
+
+
+def _warn_constant(std: np.ndarray, names: Sequence[str] | None, method: str) -> None:
     constant = np.flatnonzero(std == 0)
     if constant.size:
         labels = [names[i] if names else f"x{i}" for i in constant[:10]]
         warnings.warn(
             f"{method}(): feature(s) {labels}{' ...' if constant.size > 10 else ''} are constant in the data, so "
             "noise scaled by their standard deviation is zero and their importance is 0 by construction",
-            stacklevel=3,
+            stacklevel=4,
         )
-    return std
 
 
 def stderr_of(m: _stats.Moments) -> np.ndarray:
@@ -450,3 +419,137 @@ def rows_frame(names, columns: dict[str, Any], score):
     return frame({"feature": list(names), **{k: np.asarray(v) for k, v in columns.items()}, "rank": rank})
 
 
+
+
+# ------------------------------------------------------------------------------------- keys, passes, first pass
+def key_parts(key) -> tuple[jax.Array, str]:
+    """``(raw key data, impl name)`` of a typed key (``Call.key``): raw data crosses ``jit`` in a :class:`Task`,
+    the impl name is static (:attr:`Spec.key_impl`)."""
+    return jax.random.key_data(key), str(jax.random.key_impl(key))
+
+
+def refuse_one_shot(value, what: str, method: str, passes: str) -> None:
+    """Refuse a one-shot iterator (a generator) for a method that reads ``what`` more than once."""
+    if isinstance(value, Iterator):
+        raise ArgumentError(
+            f"{method}() reads {what} {passes}, but {what} is a one-shot iterator "
+            f"({type(value).__name__}): pass an array, a .npy / .npz / .csv / .parquet file, or a re-iterable "
+            "sequence of batches (a list, a DataLoader)"
+        )
+
+
+def passes_progress(progress, n_passes: int, method: str):
+    """Progress over several streamed passes as one count: ``(reporters, close)``.
+
+    ``reporters(offset)`` is the ``progress(rows_done, rows_total)`` callable to give pass ``k``'s
+    :func:`jaxsens._engine.run` (``offset``: rows read by the earlier passes); the caller sees rows done over
+    all passes against ``n_passes x n_rows`` (``None`` when the row count is not known up front). ``True``
+    draws one tqdm bar described as ``"<method> (<n_passes> passes)"``; ``close()`` closes it.
+    """
+    if progress is None or progress is False:
+        return (lambda offset: None), (lambda: None)
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=None, unit="rows", unit_scale=True, dynamic_ncols=True,
+                   desc=f"{method} ({n_passes} passes)")
+
+        def sink(done, total):
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        close = bar.close
+    else:
+        sink, close = progress, (lambda: None)
+
+    def reporter(offset: int):
+        def report(done, total):
+            sink(offset + done, None if total is None else n_passes * total)
+
+        return report
+
+    return reporter, close
+
+
+@functools.partial(jax.jit, static_argnames=("with_targets",))
+def feature_moments_kernel(model, batch, mask, row_index, *, with_targets: bool = False):
+    """First-pass kernel: moments of each feature (the last input axis), pooled over the leading input axes.
+
+    ``batch`` is ``xs`` or, ``with_targets``, ``(xs, ys)`` (targets ride along so that rows skipped for a NaN
+    target are skipped here too). ``model`` only describes the input for the engine.
+    """
+    del model, row_index
+    xs = batch[0] if with_targets else batch
+    rows = xs.reshape(-1, xs.shape[-1])
+    return _stats.moments_of(rows, jnp.repeat(mask, rows.shape[0] // xs.shape[0]))
+
+
+def std_of_moments(m: _stats.Moments, names: Sequence[str] | None, method: str) -> np.ndarray:
+    """``[n_features]`` standard deviation (ddof = 1) from streamed moments; as :func:`feature_std`: fewer than 2
+    (pooled) rows refused, constant features warned."""
+    n = float(m.count)
+    if n < 2:
+        raise DataError(
+            f"{method}() scales its noise by each feature's standard deviation, which needs at least 2 rows; "
+            f"got {int(n)}"
+        )
+    std = _stats.std(m)
+    _warn_constant(std, names, method)
+    return std
+
+
+def stream_feature_std(model, data, targets=None, *, method: str, names=None, batch_size=None,
+                       nan_policy="raise", progress=None, devices=None):
+    """Stream one pass over ``data`` (and ``targets``, for the same rows) for the feature standard deviations.
+
+    Returns ``(std [n_features], RunInfo)``; memory independent of the number of rows.
+    """
+    stats, info = _engine.run(
+        functools.partial(feature_moments_kernel, with_targets=targets is not None),
+        model,
+        data,
+        targets=targets,
+        batch_size=batch_size,
+        bytes_per_sample=16 * math.prod(model.input_shape),
+        nan_policy=nan_policy,
+        progress=progress,
+        devices=devices,
+    )
+    return std_of_moments(stats, names or info.feature_names, method), info
+
+
+def read_rows_bounded(x_source, y_source, *, input_shape, nan_policy: str, max_rows: int, method: str,
+                      reason: str, progress=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Read streamed data and targets whole, ``(X float32, y, n_skipped)``, refusing more than ``max_rows`` rows.
+
+    For the few computations that need every row at once (a whole-data-set metric such as ``r2``): the bound
+    is checked before reading when the row count is known up front, else while reading. Rows with NaN / Inf
+    raise or are dropped, per ``nan_policy``.
+    """
+    def refuse(n):
+        raise DataError(
+            f"{method}() holds every row in memory for {reason}; the data has {n} rows, more than the "
+            f"limit of {max_rows}. Use a per-sample metric (mse, mae, accuracy, log_loss, or "
+            "Metric(..., per_sample=True)), which streams, or pass a sample of the rows"
+        )
+
+    known = x_source.n_rows if x_source.n_rows is not None else y_source.n_rows
+    if known is not None and known > max_rows:
+        refuse(known)
+    y_dtype = np.int32 if np.dtype(y_source.dtype or np.float32).kind in "iub" else np.float32
+    shapes = (tuple(input_shape), tuple(y_source.row_shape or ()))
+    xs, ys, kept, skipped = [], [], 0, 0
+    for chunk in iter_chunks((x_source, y_source), batch_size=8192, input_shape=shapes, nan_policy=nan_policy,
+                             dtype=(np.float32, y_dtype)):
+        if chunk.start + chunk.n_valid + chunk.n_skipped > max_rows:
+            refuse(f"more than {max_rows}")
+        xs.append(chunk.xs[0][chunk.mask])
+        ys.append(chunk.xs[1][chunk.mask])
+        kept += chunk.n_valid
+        skipped += chunk.n_skipped
+        if progress is not None:
+            progress(chunk.start + chunk.n_valid + chunk.n_skipped, known)
+    if not kept:
+        raise DataError(f"data ({x_source.description}) has no usable rows")
+    return np.concatenate(xs), np.concatenate(ys), skipped
