@@ -79,9 +79,9 @@ def main(argv=None) -> None:
 
     model = jaxsens.Model.from_keras(net)  # converted once; no TensorFlow below
     x, _ = make_data(rng, args.rows)
-    result = perturbation_importance(model, x, scale=0.2, key=jax.random.key(args.seed))
+    result = perturbation_importance(model, x, noise_scale=0.2, key=jax.random.key(args.seed))
     for i, effect in enumerate(result.effect):
-        print(f"Variable {i + 1}, perturbation effect: {effect:.4f} (+/- {result.stderr[i]:.4f})")
+        print(f"Variable {i + 1}, perturbation effect: {effect:.4f} (+/- {result.effect_stderr[i]:.4f})")
 
     print("the seed's loop (Keras predict per variable, numpy noise):")
     for i, effect in enumerate(seed_loop(net, x, rng)):

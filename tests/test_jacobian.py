@@ -537,7 +537,7 @@ def test_softmax_head_takes_one_backward_pass_fewer_and_agrees():
     from jaxsens import _jacobian, examples
 
     model = jaxsens.load_model(examples.default_model_path())  # ... -> Dense(2) -> Softmax
-    assert _jacobian._softmax_head(model)
+    assert model.outputs_sum_to_one
     xs = np.load(examples.default_data_path())[:512]
     got = jaxsens.jacobian_importance(model, xs, batch_size=128)
     full = np.asarray(jax.vmap(jax.jacrev(model.apply, argnums=1), (None, 0))(model.params, xs), np.float64)
