@@ -475,14 +475,17 @@ def test_stepwise_finds_the_two_relevant_inputs(direction):
     assert sorted(r.order) == [f"x{i}" for i in range(5)]
     if direction == "forward":
         assert r.order[:2] == ("x0", "x1")  # x0 explains more variance, so it enters first
-        assert r.errors[1] < 0.05 * r.baseline_error  # with both in, little error is left
+        assert r.errors[1] < 0.05 * r.baseline  # with both in, little error is left
     else:
         assert r.order[-2:] == ("x1", "x0")  # the last to leave
-        assert r.errors[-1] > 10 * r.baseline_error  # nothing left: the error of a constant
+        assert r.errors[-1] > 10 * r.baseline  # nothing left: the error of a constant
     assert [name for name, _, _ in r.ranking()][:2] == ["x0", "x1"]
+    # the two relevant inputs change the error by far more than its bootstrap uncertainty
+    assert (r.importance[:2] > 5 * r.stderr[:2]).all() and np.isfinite(r.stderr).all()
     again = stepwise(_mlp(5), X, y, **kw)  # deterministic given the key
     np.testing.assert_array_equal(again.errors, r.errors)
     np.testing.assert_array_equal(again.candidate_errors, r.candidate_errors)
+    np.testing.assert_array_equal(again.stderr, r.stderr)
 
 
 def test_stepwise_vmapped_candidates_equal_separate_trainings():
@@ -496,42 +499,51 @@ def test_stepwise_vmapped_candidates_equal_separate_trainings():
         "batch_size": 16,
     }
     args = (init, X, y[:, None], X, y[:, None], jax.random.key(4), np.float32(0.02))
-    together = np.asarray(_step_errors(masks, *args, **settings))
-    alone = np.concatenate([np.asarray(_step_errors(masks[i : i + 1], *args, **settings)) for i in range(3)])
+    together, rows = (np.asarray(a) for a in _step_errors(masks, *args, **settings))
+    alone = np.concatenate([np.asarray(_step_errors(masks[i : i + 1], *args, **settings)[0]) for i in range(3)])
     # vmapped and separate float32 trainings round differently: 30 epochs x 4 steps of a 5 -> 4 -> 1 network
     # (forward and backward fan-ins 5 + 4 + 1), then the error sums 64 rows; terms of the size of the errors
-    assert_f32_close(together, alone, n_terms=2 * (30 * 4 * (5 + 4 + 1) + 64), magnitude=np.abs(alone).max())
+    n_terms = 2 * (30 * 4 * (5 + 4 + 1) + 64)
+    assert_f32_close(together, alone, n_terms=n_terms, magnitude=np.abs(alone).max())
+    # the per-row losses (for the bootstrap stderr) average to the errors: a sum of 64 rows, on both sides
+    assert rows.shape == (3, 64)
+    assert_f32_close(rows.mean(axis=1), together, n_terms=2 * 64, magnitude=np.abs(rows).max())
 
 
 def test_stepwise_classifier_with_labels_and_max_steps(tmp_path):
     X, _y = _synthetic(n=192, seed=1)
     labels = np.digitize(1.5 * X[:, 0] - np.tanh(2 * X[:, 1]), [-0.7, 0.7])  # 3 classes from x0, x1
     m = _mlp(5, outputs=3, last="softmax")
-    r = stepwise(m, X, labels, epochs=150, learning_rate=0.05, max_steps=2, key=jax.random.key(1))
-    assert r.metric == "cross_entropy" and len(r.errors) == 2
+    r = stepwise(m, X, labels, epochs=150, learning_rate=0.05, max_steps=2, key=1)
+    assert r.metric == "log_loss" and len(r.errors) == 2
     assert set(r.order) == {"x0", "x1"}
     assert np.isnan(r.importance[2:]).all() and (r.importance[:2] > 0).all()
-    assert len(r.ranking()) == 5
-    json.dumps(r.to_dict())
+    assert np.isnan(r.stderr[2:]).all() and (r.stderr[:2] > 0).all()
+    assert [name for name, _, _ in r.ranking()][2:] == ["x2", "x3", "x4"]  # not reached: NaN, ranked last
+    # one-hot targets train the same networks as the labels
+    onehot = stepwise(m, X, np.eye(3, dtype=np.float32)[labels], epochs=150, learning_rate=0.05, max_steps=2, key=1)
+    np.testing.assert_array_equal(onehot.errors, r.errors)
     r.save(tmp_path / "sw.json")
+    json.loads((tmp_path / "sw.json").read_text())
     back = load_result(tmp_path / "sw.json")
-    assert back.order == r.order
+    assert back.order == r.order and back.metric == "log_loss"
     np.testing.assert_array_equal(back.candidate_errors, r.candidate_errors)
+    with pytest.raises(jaxsens.DataError, match=r"class labels 0\.\.3; the model has 3 outputs"):
+        stepwise(m, X, np.where(np.arange(192) == 4, 3, labels), epochs=2, max_steps=1)
 
 
 def test_stepwise_validates_its_arguments():
     X, y = _synthetic(n=32)
     m = _mlp(5)
-    key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"direction='sideways'; use 'forward' or 'backward'"):
-        stepwise(m, X, y, direction="sideways", key=key)
-    with pytest.raises(ValueError, match=r"X has shape \(32, 4\); the model expects \[n_samples, 5\]"):
-        stepwise(m, X[:, :4], y, key=key)
-    with pytest.raises(ValueError, match=r"y has 31 rows but X has 32"):
-        stepwise(m, X, y[:31], key=key)
-    with pytest.raises(ValueError, match=r"loss='cross_entropy' needs a softmax or sigmoid output layer"):
-        stepwise(m, X, y, loss="cross_entropy", key=key)
+    with pytest.raises(ValueError, match=r"direction must be one of \['forward', 'backward'\], got 'sideways'"):
+        stepwise(m, X, y, direction="sideways")
+    with pytest.raises(ValueError, match=r"data has shape \[32, 4\]; the model expects \[n_samples, 5\]"):
+        stepwise(m, X[:, :4], y)
+    with pytest.raises(ValueError, match=r"the targets .* have 31 rows but the data .* has 32"):
+        stepwise(m, X, y[:31])
+    with pytest.raises(ValueError, match=r"metric='log_loss' needs a softmax or sigmoid output layer"):
+        stepwise(m, X, y, metric="log_loss")
     with pytest.raises(ValueError, match=r"max_steps=9; give 1..5"):
-        stepwise(m, X, y, max_steps=9, key=key)
-    with pytest.raises(ValueError, match=r"stepwise\(\) needs key=jax.random.key\(seed\)"):
-        stepwise(m, X, y, key=None)
+        stepwise(m, X, y, max_steps=9)
+    with pytest.raises(TypeError, match=r"key must be an int seed or a JAX PRNG key"):
+        stepwise(m, X, y, key="seed")

@@ -36,7 +36,7 @@ N_ROWS = 40
 IGNORED = 2  # input "c": zero weights into the hidden layer
 FEATURES = ("a", "b", "c", "d")
 # Cost options of the retraining family, made small (only where spec.family == "retraining").
-SMALL = {"epochs": 3, "max_steps": 1, "n_repeats": 2, "n_draws": 2}
+SMALL = {"epochs": 3, "n_repeats": 2, "n_draws": 2}  # retraining: every step (4 features, 11 tiny networks)
 
 
 # ---------------------------------------------------------------------------------------------- problems
@@ -273,6 +273,7 @@ def test_result_shapes_and_tidy_frame(name):
     expected_shape = ((len(result.output_names),) if spec.per_output else ()) + (len(FEATURES),)
     assert result.importance.shape == result.stderr.shape == expected_shape
     assert result.feature_names == FEATURES
+    assert np.all(np.isfinite(result.importance)), (name, result.importance)
     assert np.all(np.isfinite(result.stderr)) and np.all(result.stderr >= 0), (name, result.stderr)
     frame = result.to_frame()
     head = ["feature", *(["output"] if spec.per_output else []), "importance", "stderr", "ci_low", "ci_high", "rank"]
