@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,6 @@ import numpy as np
 __all__ = [
     "DEPRECATED_METHOD_ALIASES",
     "OUTPUT_FILES",
-    "TRANSITION_METHODS",
     "Flag",
     "add_parsers",
     "method_names",
@@ -41,7 +40,6 @@ __all__ = [
 OUTPUT_FILES = ("importance.json", "importance.csv", "importance.png")
 
 # Deprecated ``--method`` names (one release; listed in CHANGELOG.md): name -> (table name, preset options).
-# Active only once the target row is in the table; until then TRANSITION_METHODS serves the old name.
 DEPRECATED_METHOD_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "stepwise-forward": ("stepwise", {"direction": "forward"}),
     "stepwise-backward": ("stepwise", {"direction": "backward"}),
@@ -196,12 +194,10 @@ def _table() -> Mapping:
 
 
 def method_names() -> list[str]:
-    """Every ``--method`` value: the table's names, the deprecated aliases whose target exists, and (during
-    the transition) the old rows of methods not yet in the table."""
+    """Every ``--method`` value: the table's names and the deprecated aliases whose target exists."""
     table = _table()
     names = list(table)
     names += [a for a, (target, _) in DEPRECATED_METHOD_ALIASES.items() if target in table]
-    names += [n for n in TRANSITION_METHODS if n not in names]
     return names
 
 
@@ -221,10 +217,6 @@ def _description(table: Mapping) -> str:
             f"{a} (= --method {DEPRECATED_METHOD_ALIASES[a][0]} "
             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEPRECATED_METHOD_ALIASES[a][1].items()) + ")"
             for a in aliases))
-    old = [n for n in TRANSITION_METHODS if n not in table and n not in aliases]
-    if old:
-        lines.append("  not yet on the method protocol:")
-        lines += [f"    {n:<20s} {TRANSITION_METHODS[n].summary}" for n in old]
     lines.append("")
     lines.append("Each method's options are flags below; a flag applies only to the methods named in its help.")
     return "\n".join(lines)
@@ -296,10 +288,6 @@ def _add_method_args(p, table: Mapping, out_default: str = ".") -> None:
     group = p.add_argument_group("method options (each applies to the methods named in its help)")
     for f in flags.values():
         _add_option_flag(group, f)
-    for name, (kind, help_) in _TRANSITION_FLAGS.items():  # TRANSITION: flags of old rows not yet in the table
-        if name not in flags:
-            group.add_argument("--" + name.replace("_", "-"), dest="opt_" + name, type=kind, metavar="VALUE",
-                               default=argparse.SUPPRESS, help=help_ + " (methods not yet on the protocol)")
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -341,8 +329,6 @@ def run_importance(args, model) -> int:
             raise ArgumentError(f"--method {name} sets {', '.join(clash)}; use --method {target} with your flags")
     elif name in table:
         spec, preset = table[name], {}
-    elif name in TRANSITION_METHODS:
-        return _run_transition(args, model)
     else:  # not reachable from the parser (choices), but run_importance may be called directly
         raise ArgumentError(f"--method {name!r} is not one of {method_names()}")
 
@@ -627,10 +613,7 @@ def _write_outputs(result, args) -> None:
         os.makedirs(args.out, exist_ok=True)  # already there from the CLI; run_importance may be called directly
         result.save(os.path.join(args.out, "importance.json"))
         written.append("importance.json")
-        if hasattr(result, "to_frame"):
-            table = result.to_frame().to_csv(index=False)
-        else:  # TRANSITION: an old result class without to_frame (removed with the transition rows)
-            table = _transition_csv(result.ranking())
+        table = result.to_frame().to_csv(index=False)
         atomic_write(os.path.join(args.out, "importance.csv"), table)
         written.append("importance.csv")
         if not args.no_plot:
@@ -646,160 +629,3 @@ def _write_outputs(result, args) -> None:
         done = f" (written: {', '.join(written)})" if written else ""
         raise ArgumentError(f"--out {args.out!r}: could not write the results: {e.strerror or e}{done}") from None
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
-
-
-# ============================================================================================ TRANSITION
-# Methods not yet on the protocol (issue 11 in progress): their old rows, used only while their name is not in
-# jaxsens.methods(). The lead removes this block (and _TRANSITION_FLAGS, _run_transition) at integration.
-@dataclasses.dataclass(frozen=True)
-class _OldRow:
-    function: str  # name in the jaxsens namespace
-    takes: str  # "stream": (model, data); "xy": (model, X, y); "x(y)": (model, X, y=None); "x": (model, X)
-    needs_targets: bool = False
-    options: Callable[[argparse.Namespace], dict[str, Any]] = lambda args: {}
-    summary: str = ""
-    flags: tuple[str, ...] = ()
-
-
-def _opt(args, name, default):
-    return getattr(args, "opt_" + name, default)
-
-
-def _key(args):
-    import jax
-
-    return {"key": jax.random.key(0 if args.seed is None else args.seed)}
-
-
-TRANSITION_METHODS: dict[str, _OldRow] = {
-    "perturbation": _OldRow(
-        "perturbation_importance", "stream",
-        options=lambda a: {"batch_size": a.batch_size, "scale": _opt(a, "noise_scale", 0.2),
-                           "n_draws": _opt(a, "n_draws", 1), **_key(a)},
-        summary="RMS output change when one input gets N(0, scale) noise (seed 001)",
-        flags=("noise_scale", "n_draws"),
-    ),
-    "input-perturbation": _OldRow(
-        "input_perturbation", "xy", needs_targets=True,
-        options=lambda a: {"metric": _opt(a, "metric", "auto"), **_key(a)},
-        summary="error increase per input and noise level (Scardi & Harding)", flags=("metric",),
-    ),
-    "permutation": _OldRow(
-        "permutation_importance", "xy", needs_targets=True,
-        options=lambda a: {"metric": _opt(a, "metric", "auto"), "n_repeats": _opt(a, "n_repeats", 5), **_key(a)},
-        summary="error increase when one input column is permuted", flags=("metric", "n_repeats"),
-    ),
-    "improved-stepwise": _OldRow(
-        "improved_stepwise", "x(y)", options=lambda a: {"variant": 1 if a.targets_given else 2},
-        summary="each input fixed at its mean (Gevrey et al. 2003; variant 1 with targets, else 2)",
-    ),
-    "profile": _OldRow("lek_profile", "x", summary="Lek's profile: each input swept over its range"),
-    "pad": _OldRow(
-        "partial_derivatives", "stream", options=lambda a: {"batch_size": a.batch_size},
-        summary="Dimopoulos's PaD: share of summed squared derivatives",
-    ),
-    "stepwise-forward": _OldRow(
-        "stepwise", "xy", needs_targets=True, options=lambda a: {"direction": "forward", **_key(a)},
-        summary="forward stepwise addition with retraining",
-    ),
-    "stepwise-backward": _OldRow(
-        "stepwise", "xy", needs_targets=True, options=lambda a: {"direction": "backward", **_key(a)},
-        summary="backward stepwise elimination with retraining",
-    ),
-}
-
-_TRANSITION_FLAGS: dict[str, tuple[type, str]] = {
-    "metric": (str, "mse | mae | accuracy | log_loss | auto (default auto: by target type)"),
-    "n_repeats": (int, "permutation repeats (default 5)"),
-    "n_draws": (int, "noise draws per row (default 1)"),
-    "noise_scale": (float, "noise standard deviation (default 0.2)"),
-}
-
-
-def _run_transition(args, model) -> int:
-    import jaxsens
-    from converters.errors import ArgumentError
-    from jaxsens._metrics import resolve_metric
-
-    model = _name_features(model, args)
-    method = TRANSITION_METHODS[args.method]
-    fn = getattr(jaxsens, method.function, None)
-    if fn is None:
-        raise ArgumentError(f"--method {args.method!r} ({method.function}) is not available in this version")
-    foreign = [n for n in _given_options(args) if n not in method.flags]
-    if foreign:
-        raise ArgumentError(
-            f"{', '.join('--' + n.replace('_', '-') for n in foreign)} does not apply to --method {args.method}; "
-            f"its options are: {', '.join('--' + n.replace('_', '-') for n in method.flags) or 'none'}"
-        )
-    args.outputs = _parse_outputs(args.outputs)
-    args.targets_given = bool(args.targets or args.target_column)
-    options = {k: v for k, v in method.options(args).items() if v is not None}
-    start = time.perf_counter()
-    if method.takes == "stream":
-        data = _transition_data(args)
-        bar = None if args.quiet else _Progress()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                result = fn(model, data, progress=bar, **options)
-            finally:
-                if bar is not None:
-                    bar.close()
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-    else:
-        x, y = _transition_xy(args, model)
-        if method.needs_targets and y is None:
-            raise ArgumentError(f"--method {args.method} needs targets: --targets FILE or --target-column NAME")
-        if options.get("metric") == "auto" and y is not None:
-            options["metric"] = resolve_metric("auto", targets_dtype=y.dtype, model=model)
-        if method.takes == "xy" or (method.takes == "x(y)" and y is not None):
-            result = fn(model, x, y, **options)
-        else:
-            result = fn(model, x, **options)
-    _report(result, args, time.perf_counter() - start)
-    return 0
-
-
-def _transition_csv(rows) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["rank", "feature", "importance", "stderr"])
-    for i, (name, score, err) in enumerate(rows, 1):
-        w.writerow([i, name, repr(float(score)), "" if err is None else repr(float(err))])
-    return buf.getvalue()
-
-
-def _transition_data(args):
-    from jaxsens import _data
-
-    path, no_header, target = args.data, args.no_header, args.target_column
-    if not (no_header or target):
-        return path
-    return _data.open_data(path, header=False if no_header else None, exclude=(target,) if target else ())
-
-
-def _transition_xy(args, model):
-    from converters.errors import ArgumentError
-    from jaxsens import _data
-
-    data = _transition_data(args)
-    header = False if args.no_header else None
-    y, where = None, None
-    if args.targets and args.target_column:
-        raise ArgumentError("--targets FILE and --target-column NAME both give the targets; pass one of them")
-    if args.target_column:
-        y = _data.read_targets(_data.open_data(args.data, header=header), column=args.target_column)
-        where = f"column {args.target_column!r} of {args.data}"
-    elif args.targets:
-        where = args.targets
-        y = _data.read_targets(args.targets, header=header)
-        y = np.squeeze(y, axis=-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    x = _data.read_rows(data, input_shape=model.input_shape, feature_names=model.feature_names)
-    if y is not None:
-        _data.check_target_rows(y, len(x), where, str(args.data))
-    return x, y
