@@ -7,7 +7,7 @@ from __future__ import annotations
 import types
 
 from converters.errors import ArgumentError
-from jaxsens import _classic, _jacobian, _pad, _permutation, _perturbation, _profile, _stepwise
+from jaxsens import _classic, _gradient_x_input, _jacobian, _pad, _permutation, _perturbation, _profile, _stepwise
 from jaxsens._method import Method
 
 
@@ -24,6 +24,7 @@ def _table(*specs: Method) -> types.MappingProxyType:
 METHODS = _table(
     _jacobian.SPEC,
     _pad.SPEC,
+    _gradient_x_input.SPEC,
     _perturbation.PERTURBATION_SPEC,
     _perturbation.INPUT_PERTURBATION_SPEC,
     _permutation.SPEC,
