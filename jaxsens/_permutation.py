@@ -1,104 +1,111 @@
-"""Permutation importance (Breiman 2001) as scikit-learn computes it, every feature x repeat in one kernel.
+r"""``permutation_importance``: the error gained when one feature's values are shuffled across rows (Breiman 2001).
 
-The permuted column values of every (feature, repeat) are gathered on the host and packed next to each row, so
-one compiled kernel evaluates a row and all its ``n_features * n_repeats`` permuted copies and folds the
-per-row change of the loss. Memory: the packed array holds ``n_samples * n_features *
-n_repeats`` values (times the time steps of a sequence input).
+The data stream in consecutive **blocks** of ``block_rows`` rows (read chunk by chunk through the data layer);
+within a block, every feature's column is permuted across the block's rows, once per repeat. For one (block,
+repeat) the permuted values of every feature are gathered on the host and packed next to each row, so one
+compiled kernel (:func:`jaxsens._variants.loss_kernel`) evaluates a row and its ``n_features`` permuted copies
+and folds the per-row change of the loss; the per-row sums are merged across chunks and blocks (Chan et al.), so
+``batch_size`` and the device count change speed, never results. A data set of at most ``block_rows`` rows is
+one block: exactly the classic whole-data-set permutation (and scikit-learn's numbers given its permutations).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Callable
+import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.errors import ArgumentError
-from jaxsens._engine import integer_inputs
-from jaxsens._metrics import Metric, check_targets, get_metric
-from jaxsens._results import (
-    ranked,
-    ranking_figure,
-    register_result,
-    save_result,
-)
+from converters.errors import ArgumentError, DataError
+from jaxsens import _engine, _stats
+from jaxsens._checks import check_model
+from jaxsens._data import chunk_dtype, iter_chunks, open_xy
+from jaxsens._method import Call, Method, Option
+from jaxsens._metrics import METRIC_CHOICES, check_targets, resolve_metric
+from jaxsens._results import Result, result_class
 from jaxsens._variants import (
     Spec,
     Task,
-    check_model,
-    check_rows,
     host_scores,
+    loss_kernel,
     onehot_last,
     pack,
     predict_all,
-    rows_frame,
-    run_loss,
+    row_bytes,
+    stderr_of,
 )
 
-__all__ = ["PermutationImportance", "permutation_importance", "sklearn_permutations"]
+__all__ = ["SPEC", "PermutationImportance", "permutation_importance", "sklearn_permutations"]
+
+DEFAULT_BLOCK_ROWS = 100_000
 
 
 def _permuted_variants(x, parts, key, arrays, options):
     values = parts["values"]  # [F, R, *lead]
-    n_features, n_repeats = values.shape[:2]
+    n_features = values.shape[0]
     hit = onehot_last(range(n_features), n_features, x.ndim)[:, None]  # [F, 1, 1.., F]
     return jnp.where(hit, values[..., None], x).reshape(-1, *x.shape)
 
 
-@register_result("permutation_importance")
-@dataclasses.dataclass(frozen=True, eq=False)
-class PermutationImportance:
-    """Decrease of a score (increase of a loss) when one feature's values are shuffled across rows.
+@result_class
+class PermutationImportance(Result):
+    r"""Increase of an error (decrease of a score) when one feature's values are shuffled across rows.
 
-    The fields ``importances_mean``, ``importances_std`` and ``importances`` are those of
-    ``sklearn.inspection.permutation_importance`` and have the same meaning and signs.
+    ``importance`` is ``[n_features]`` (outputs aggregated: the metric is one error measure over all outputs;
+    ``output_names == ()``): the mean over repeats of ``sign * (metric(permuted) - metric(original))``, with
+    ``sign = +1`` for losses and ``-1`` for scores, i.e. scikit-learn's ``importances_mean``. For a sequence
+    input ``[T, F]`` a feature's whole sequence moves with its row, so ``importance`` is per feature and
+    ``input_shape`` is ``(F,)``. ``stderr`` is the standard error over repeats, ``std(importances, ddof=1) /
+    sqrt(n_repeats)``; with ``n_repeats=1`` it is the streamed standard error over rows of the per-row change of
+    the loss, ``std / sqrt(n_samples)``.
 
-    Attributes:
-        importances_mean: ``[n_features]`` mean over repeats.
-        importances_std: ``[n_features]`` standard deviation over repeats (ddof = 0, as scikit-learn).
-        importances: ``[n_features, n_repeats]`` ``score(original) - score(permuted)``, with ``score = -loss``
-            for losses (scikit-learn's ``neg_mean_squared_error`` convention) and ``score = accuracy``.
-        baseline_score: the score of the unpermuted data (``-loss`` for a loss, e.g. ``-mse``).
-        metric: metric name.
-        n_samples: rows used.
-        feature_names: ``n_features`` names.
+    Attributes (besides those of :class:`jaxsens.Result`):
+        importances: ``[n_features, n_repeats]`` per repeat (scikit-learn's ``importances``, same sign).
+        importances_std: ``[n_features]`` standard deviation over repeats, ddof = 0 (scikit-learn's).
+        baseline: the metric's value on the unpermuted data (e.g. the MSE, or the accuracy).
+        metric: the metric's name.
+        n_repeats: permutations per feature and block.
+        block_rows: rows per permutation block.
+        n_blocks: blocks the data was permuted in (1: the classic whole-data-set permutation).
+
+    ``importances_mean`` (scikit-learn's name) is ``importance``. Deprecated: ``baseline_score`` (scikit-learn's
+    score, ``-baseline`` for losses) -- use ``baseline``.
     """
 
-    importances_mean: np.ndarray
-    importances_std: np.ndarray
     importances: np.ndarray
-    baseline_score: float
+    importances_std: np.ndarray
+    baseline: float
     metric: str
-    n_samples: int
-    feature_names: tuple[str, ...]
+    n_repeats: int = 1
+    block_rows: int = DEFAULT_BLOCK_ROWS
+    n_blocks: int = 1
+    greater_is_better: bool = False
+
+    stderr_rule: ClassVar[str] = "std over repeats (ddof=1) / sqrt(n_repeats); rows when n_repeats=1"
 
     @property
-    def importance(self) -> np.ndarray:
-        """``importances_mean``."""
-        return self.importances_mean
+    def importance_label(self) -> str:
+        return f"{self.metric} {'decrease' if self.greater_is_better else 'increase'} when permuted"
 
-    def ranking(self) -> tuple[tuple[str, float, float], ...]:
-        """``((feature, importances_mean, importances_std / sqrt(n_repeats)), ...)``, largest first."""
-        n_rep = max(self.importances.shape[1], 1)
-        return ranked(self.feature_names, self.importances_mean, self.importances_std / np.sqrt(n_rep))
+    @property
+    def importances_mean(self) -> np.ndarray:
+        """scikit-learn's name of ``importance`` (mean over repeats)."""
+        return self.importance
 
-    def to_frame(self):
-        """One row per feature: ``importances_mean``, ``importances_std``, ``rank``."""
-        cols = {"importances_mean": self.importances_mean, "importances_std": self.importances_std}
-        return rows_frame(self.feature_names, cols, self.importances_mean)
+    @property
+    def baseline_score(self) -> float:
+        """Deprecated: scikit-learn's score of the unpermuted data (``-baseline`` for losses); use ``baseline``."""
+        import warnings
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the result as JSON (lossless); read it back with :func:`jaxsens.load_result`."""
-        save_result(self, path)
-
-    def plot(self, *, top: int = 20, path: str | os.PathLike | None = None):
-        """Ranked bars of ``importances_mean`` with standard-error bars; returns the matplotlib ``Figure``."""
-        return ranking_figure(
-            self.ranking(), top=top, xlabel=f"permutation importance ({self.metric})", path=path
+        warnings.warn(
+            "PermutationImportance.baseline_score is deprecated; use .baseline (the metric's own value, "
+            "e.g. the MSE; baseline_score was -MSE for losses), see CHANGELOG.md",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        return self.baseline if self.greater_is_better else -self.baseline
 
 
 def sklearn_permutations(n_samples: int, n_features: int, n_repeats: int, random_state) -> np.ndarray:
@@ -132,14 +139,18 @@ def sklearn_permutations(n_samples: int, n_features: int, n_repeats: int, random
     return np.broadcast_to(np.stack(out), (n_features, n_repeats, n_samples)).copy()
 
 
-def _key_permutations(key, n_samples: int, n_features: int, n_repeats: int) -> np.ndarray:
-    """``[n_features, n_repeats, n_samples]``: permutation ``(j, r)`` from ``fold_in(fold_in(key, j), r)``."""
+@jax.jit
+def _block_permutations(key, block, repeat, features, rows):
+    """``[n_features, n_rows]``: permutation ``(j)`` of ``rows`` rows from ``fold_in^3(key, block, j, repeat)``.
 
-    def one(j, r):
-        return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, j), r), n_samples)
+    ``rows`` is a ``[n_rows]`` array (its values are unused): its length is static.
+    """
+    block_key = jax.random.fold_in(key, block)
 
-    js, rs = jnp.meshgrid(jnp.arange(n_features), jnp.arange(n_repeats), indexing="ij")
-    return np.asarray(jax.vmap(jax.vmap(one))(js, rs))
+    def one(j):
+        return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(block_key, j), repeat), rows.shape[0])
+
+    return jax.vmap(one)(features)
 
 
 def _check_permutations(perms, n_samples: int, n_features: int, n_repeats: int | None) -> np.ndarray:
@@ -165,102 +176,221 @@ def _check_permutations(perms, n_samples: int, n_features: int, n_repeats: int |
     return perms
 
 
-def permutation_importance(
-    model,
-    X,
-    y,
-    *,
-    metric: str | Metric | Callable = "mse",
-    n_repeats: int | None = None,
-    key=None,
-    permutations=None,
-    batch_size: int | None = None,
-    progress=None,
-) -> PermutationImportance:
-    r"""Permutation importance: the score lost when feature :math:`j`'s column is shuffled across rows.
+def _one_block(fn: str, block_rows: int):
+    raise ArgumentError(
+        f"{fn}(): permutations= gives row orders of the whole data set, which must then be one block; the data "
+        f"has more than block_rows={block_rows} rows: pass block_rows= at least the number of rows"
+    )
 
-    .. math:: I_{jr} = s(y, f(X)) - s(y, f(X^{(j, r)}))
 
-    where :math:`X^{(j,r)}` is :math:`X` with column :math:`j` re-ordered by permutation :math:`r`, and
-    :math:`s = -\mathrm{loss}` for losses (``mse``, ``mae``, ``log_loss``: scikit-learn's ``neg_*`` scorers)
-    or :math:`s = \mathrm{accuracy}`. For a sequence input ``[T, F]`` a feature's whole sequence moves with
-    its row. Integer inputs (token ids) are allowed: a permutation only moves values that occur in the data,
-    and the ids reach the model exactly (as int32, never rounded through float32). Every (feature, repeat) pair is evaluated in one kernel, streaming rows; for per-sample metrics
-    the kernel accumulates the per-row change of the loss, which equals the change of the mean.
+def _reporter(progress, total):
+    """``(report(done), close())`` for a progress counted over several engine runs (``None``: no progress)."""
+    if progress is None:
+        return None, lambda: None
+    report = _engine._progress(progress, total)
+    return report, lambda: report(None)
 
-    Given the same permutations the result equals ``sklearn.inspection.permutation_importance`` on the same
-    model (up to float32 rounding): pass ``permutations=sklearn_permutations(n, n_features, n_repeats,
-    random_state)``. With ``key`` instead, permutation :math:`(j, r)` is
-    ``jax.random.permutation(fold_in(fold_in(key, j), r), n)``.
+
+def _run(call: Call) -> PermutationImportance:
+    model, opts, fn = call.model, call.options, "permutation_importance"
+    check_model(model, fn, family="perturbation", integer_inputs=True)  # permuted ids are ids
+    if call.outputs is not None:
+        raise ArgumentError(
+            f"{fn}() measures one error over all outputs (the metric against the targets); outputs= does not "
+            "apply: leave it None"
+        )
+    shape = tuple(int(d) for d in model.input_shape)
+    n_features = shape[-1]
+    block_rows, permutations = opts["block_rows"], opts["permutations"]
+    n_repeats = opts["n_repeats"]
+    x_src, y_src = open_xy(call.data, call.targets, input_shape=shape, feature_names=model.feature_names,
+                           nan_policy=call.nan_policy)
+    metric = resolve_metric(opts["metric"], targets_dtype=y_src.dtype, model=model)
+    if permutations is not None:
+        permutations = np.asarray(permutations)
+        if permutations.ndim in (2, 3):
+            n_repeats = n_repeats or permutations.shape[-2]
+    n_repeats = n_repeats or 5
+    if n_repeats == 1 and not metric.per_sample:
+        raise ArgumentError(
+            f"{fn}(): a whole-data-set metric ({metric.name}) with n_repeats=1 has no standard error; pass "
+            "n_repeats >= 2, or a per-sample metric (mse, mae, accuracy, log_loss, Metric(per_sample=True))"
+        )
+    n_rows = x_src.n_rows if x_src.n_rows is not None else y_src.n_rows
+    if permutations is not None and n_rows is not None and n_rows > block_rows:
+        _one_block(fn, block_rows)
+    block = block_rows if n_rows is None else max(1, min(block_rows, n_rows))  # the same blocks, less padding
+    x_dtype = chunk_dtype(_engine.model_inputs(model)[2][0])
+    y_dtype = np.int32 if np.dtype(y_src.dtype or np.float32).kind in "iub" else np.float32
+    y_shape = tuple(y_src.row_shape or ())
+    exact = ("x", "values") if _engine.integer_inputs(model) else ()
+    total = None if n_rows is None else n_rows * n_repeats
+    report, close = _reporter(call.progress, total)
+    diffs: list = [None] * n_repeats
+    base = None
+    scores = np.zeros((n_repeats, n_features))
+    n_used = n_skipped = n_blocks = done = 0
+    try:
+        chunks = iter_chunks((x_src, y_src), batch_size=block, input_shape=(shape, y_shape),
+                             nan_policy=call.nan_policy, dtype=(x_dtype, y_dtype))
+        for b, chunk in enumerate(chunks):
+            xs, ys = (a[chunk.mask] for a in chunk.xs)
+            n_skipped += chunk.n_skipped
+            m = xs.shape[0]
+            if m == 0:
+                continue
+            if permutations is not None and b > 0:
+                _one_block(fn, block_rows)
+            perms = None
+            if permutations is not None:
+                perms = _check_permutations(permutations, m, n_features, opts["n_repeats"])
+            y_rows = check_targets(metric, ys, m, model.output_shape, what="targets")
+            cols = np.moveaxis(xs, -1, 0)  # [F, m, *lead]
+            for r in range(n_repeats):
+                if perms is None:
+                    order = np.asarray(_block_permutations(call.key, b, r, jnp.arange(n_features),
+                                                           jnp.zeros(m, jnp.int8)))
+                else:
+                    order = perms[:, r]
+                if xs.ndim == 2:  # [m, F] gathered in place: values[i, j] = xs[order[j, i], j]
+                    values = xs[order.T, np.arange(n_features)][:, :, None]
+                else:  # [m, F, 1, *lead]
+                    values = np.moveaxis(cols[np.arange(n_features)[:, None], order], 1, 0)[:, :, None]
+                packed, layout = pack([("x", xs), ("y", y_rows), ("values", values)], exact=exact)
+                del values, order
+                task = Task(model, {}, Spec(_permuted_variants, layout=layout, metric=metric))
+                inner = None if report is None else (lambda d, _t, o=done: report(o + d))
+                if metric.per_sample:
+                    stats, _ = _engine.run(loss_kernel, task, packed, batch_size=call.batch_size,
+                                           bytes_per_sample=None if call.batch_size else row_bytes(task),
+                                           progress=inner, devices=call.devices)
+                    diffs[r] = _stats.merge(diffs[r], stats["diff"])
+                    if r == 0:
+                        base = _stats.merge(base, stats["base"])
+                else:
+                    s = host_scores(metric, ys, predict_all(task, packed, batch_size=call.batch_size))
+                    scores[r] = s[1:] - s[0]
+                    base = float(s[0])
+                    if report is not None:
+                        report(done + m)
+                del packed
+                done += m
+            n_used += m
+            n_blocks += 1
+    finally:
+        close()
+    if n_used == 0:
+        why = f" ({n_skipped} rows skipped for NaN / Inf)" if n_skipped else ""
+        raise DataError(f"data ({x_src.description}) has no usable rows{why}")
+    if metric.per_sample:
+        changes = np.stack([np.asarray(d.mean, np.float64).reshape(n_features) for d in diffs], axis=1)
+        baseline = float(base.mean)
+    else:
+        changes, baseline = scores.T, base
+    importances = metric.sign * changes  # [F, R]
+    if n_repeats > 1:
+        stderr = importances.std(axis=1, ddof=1) / math.sqrt(n_repeats)
+    else:
+        stderr = stderr_of(diffs[0]).reshape(n_features)
+    names = x_src.feature_names or model.feature_names or tuple(f"x{i}" for i in range(n_features))
+    return PermutationImportance(
+        importance=importances.mean(axis=1),
+        stderr=stderr,
+        importances=importances,
+        importances_std=importances.std(axis=1),
+        baseline=baseline,
+        metric=metric.name,
+        greater_is_better=bool(metric.greater_is_better),
+        n_repeats=int(n_repeats),
+        block_rows=int(block_rows),
+        n_blocks=int(n_blocks),
+        n_samples=int(n_used),
+        n_skipped=int(n_skipped),
+        feature_names=tuple(names),
+        output_names=(),
+        input_shape=(n_features,),
+        method="permutation",
+        options=call.record(),
+    )
+
+
+SPEC = Method(
+    name="permutation",
+    function_name="permutation_importance",
+    family="perturbation",
+    summary="error increase when a feature is permuted across rows (equals scikit-learn's given the same "
+            "permutations)",
+    doc=r"""Permutation importance: the error gained when feature :math:`j`'s column is shuffled across rows.
+
+    .. math:: I_{jr} = \mathrm{sign}\,\big(L(y, f(X^{(j, r)})) - L(y, f(X))\big)
+
+    where :math:`X^{(j,r)}` is :math:`X` with column :math:`j` re-ordered by permutation :math:`r` and
+    ``sign`` is ``+1`` for losses (``mse``, ``mae``, ``log_loss``) and ``-1`` for scores (``accuracy``), as
+    scikit-learn's ``neg_*`` scorers give it. ``importance`` is the mean over the ``n_repeats`` repeats,
+    ``[n_features]`` (outputs aggregated by the metric); ``stderr`` the standard error over repeats,
+    ``std(I_j., ddof=1) / sqrt(n_repeats)`` (with ``n_repeats=1``: the standard error over rows of the per-row
+    change of the loss). For a sequence input ``[T, F]`` a feature's whole sequence moves with its row.
+    Integer inputs (token ids) are allowed: a permutation only moves values that occur in the data, and the
+    ids reach the model exactly (int32, never rounded through float32).
+
+    **Blocks, bounded memory.** The data are read in consecutive blocks of ``block_rows`` rows (default
+    100,000; rows dropped by ``nan_policy="skip"`` leave their block smaller) and each column is permuted
+    within its block: permutation ``(block b, feature j, repeat r)`` is ``jax.random.permutation(fold_in(
+    fold_in(fold_in(key, b), j), r), rows_in_block)``. Per-sample metrics are averaged over all rows of all
+    blocks (per-row loss changes folded in float64), so the result does not depend on ``batch_size`` or the
+    device count. A data set of at most ``block_rows`` rows is one block: the classic whole-data-set
+    permutation. Blocks are assigned by row position, so sorted data (by time, by class) gives each block
+    only its part of a feature's distribution: shuffle such files, or raise ``block_rows``.
+
+    **scikit-learn.** Given the same permutations the result equals ``sklearn.inspection.
+    permutation_importance`` on the same model (up to float32 rounding): pass ``permutations=
+    sklearn_permutations(n, n_features, n_repeats, random_state)`` (the data must then be one block).
+
+    **Metric.** ``metric="auto"`` (default) reads the targets' type: integer / bool class labels give
+    ``log_loss`` when the model's outputs sum to one (a softmax head, ``model.outputs_sum_to_one``), else
+    ``accuracy``; floating-point targets give ``mse``. A :class:`jaxsens.Metric` with ``per_sample=False``
+    (a whole-data-set score such as ``r2_score``) or a plain callable ``fn(y_true, y_pred) -> float`` (a loss)
+    runs on the host per (feature, repeat) and needs the data in one block.
 
     Reference: L. Breiman, "Random forests", Machine Learning 45 (2001) 5-32.
 
-    Args:
-        model: a single-input :class:`jaxsens.Model`.
-        X: ``[n_samples, *input_shape]``.
-        y: targets (see :mod:`jaxsens._metrics`): ``[n_samples, *output_shape]`` or class labels
-            ``[n_samples]``.
-        metric: ``"mse"`` (default), ``"mae"``, ``"accuracy"``, ``"log_loss"``, a :class:`Metric`, or a
-            callable loss ``fn(y_true, y_pred) -> float`` on the whole data set (``Metric(...,
-            greater_is_better=True)`` for a score such as ``r2_score``).
-        n_repeats: permutations per feature (default 5, or the number given in ``permutations``).
-        key: a JAX PRNG key (needed unless ``permutations`` is given).
-        permutations: explicit row orders, ``[n_repeats, n_samples]`` (shared by every feature, as
-            scikit-learn does) or ``[n_features, n_repeats, n_samples]``.
-        batch_size: rows per chunk.
-        progress: ``True`` for a progress bar.
+    Args (besides the shared ones, see below):
+        model: a single-input :class:`jaxsens.Model` (integer inputs allowed).
+        data: ``[n_samples, *input_shape]``: an array, a ``.npy`` / ``.npz`` / ``.csv`` / ``.parquet`` path,
+            or batches.
+        targets: required: ``[n_samples, *output_shape]`` values or ``[n_samples]`` class labels, as an
+            array, a file, or the name of a column of the data file (dropped from the features).
 
     Returns:
-        :class:`PermutationImportance` with scikit-learn's fields.
+        :class:`PermutationImportance`: ``importance`` / ``stderr`` ``[n_features]``, ``importances``
+        ``[n_features, n_repeats]``, ``importances_std``, ``baseline`` (the metric on the unpermuted data).
 
     Example:
-        >>> import jax, jax.numpy as jnp, numpy as np, jaxsens
+        >>> import numpy as np, jaxsens
         >>> m = jaxsens.Model.from_function(lambda p, x: x[:1], {}, input_shape=(2,))
         >>> X = np.random.default_rng(0).normal(size=(500, 2))
-        >>> r = permutation_importance(m, X, X[:, :1], key=jax.random.key(0))
-        >>> [round(float(v)) for v in r.importances_mean]  # E(x - x')^2 = 2 var(x) for x0; x1 is unused
+        >>> r = permutation_importance(m, X, X[:, :1], key=0)
+        >>> [round(float(v)) for v in r.importance]  # E(x - x')^2 = 2 var(x) for x0; x1 is unused
         [2, 0]
-    """
-    check_model(model, "permutation_importance", discrete=True)  # permuted ids are ids: integer inputs welcome
-    X = check_rows(model, X)
-    metric = get_metric(metric)
-    n, n_features = X.shape[0], X.shape[-1]
-    y_rows = check_targets(metric, y, n, model.output_shape)
-    if n_repeats is not None and (
-        isinstance(n_repeats, bool) or not isinstance(n_repeats, int) or n_repeats < 1
-    ):
-        raise ArgumentError(f"n_repeats must be a positive integer, got {n_repeats!r}")
-    if permutations is not None:
-        perms = _check_permutations(permutations, n, n_features, n_repeats)
-    else:
-        if key is None:
-            raise ArgumentError("permutation_importance() needs key=jax.random.key(seed) or permutations=")
-        perms = _key_permutations(key, n, n_features, n_repeats or 5)
-    n_rep = perms.shape[1]
-    cols = np.moveaxis(X, -1, 0)  # [F, n, *lead]
-    values = cols[np.arange(n_features)[:, None, None], perms]  # [F, R, n, *lead]
-    values = np.moveaxis(values, 2, 0)  # [n, F, R, *lead]
-    exact = ("x", "values") if integer_inputs(model) else ()  # token ids reach the model unchanged (int32)
-    packed, layout = pack([("x", X), ("y", y_rows), ("values", values)], exact=exact)
-    del values
-    task = Task(model, {}, Spec(_permuted_variants, layout=layout, metric=metric))
-    if metric.per_sample:
-        base, diff, info = run_loss(task, packed, batch_size=batch_size, progress=progress)
-        base_loss, changes, n_used = (
-            float(base.mean),
-            np.asarray(diff.mean).reshape(n_features, n_rep),
-            info.n_samples,
-        )
-    else:
-        scores = host_scores(metric, np.asarray(y), predict_all(task, packed, batch_size=batch_size))
-        base_loss, changes, n_used = scores[0], (scores[1:] - scores[0]).reshape(n_features, n_rep), n
-    importances = metric.sign * changes
-    return PermutationImportance(
-        importances_mean=importances.mean(axis=1),
-        importances_std=importances.std(axis=1),
-        importances=importances,
-        baseline_score=-metric.sign * base_loss,
-        metric=metric.name,
-        n_samples=int(n_used),
-        feature_names=tuple(model.feature_names or [f"x{i}" for i in range(n_features)]),
-    )
+""",
+    result=PermutationImportance,
+    needs_targets=True,
+    random=True,
+    per_output=False,
+    options=(
+        Option("metric", str, "auto", "error measure; auto: log_loss / accuracy for class labels, mse for "
+               "values", choices=METRIC_CHOICES),
+        Option("n_repeats", int, None, "permutations per feature (default 5, or as many as permutations= "
+               "holds)", minimum=1),
+        Option("block_rows", int, DEFAULT_BLOCK_ROWS, "rows per permutation block (memory bound; a data set "
+               "with fewer rows is permuted whole)", minimum=2),
+        Option("permutations", "any", None, "explicit row orders [n_repeats, n_samples] or [n_features, "
+               "n_repeats, n_samples] (e.g. sklearn_permutations(...)); the data must be one block", cli=False),
+    ),
+    memory="one block of block_rows rows (default 100,000) and its permuted copy of every feature: "
+           "2 x block_rows x n_input_elements values, plus the targets; independent of the number of rows",
+    run=_run,
+    integer_inputs=True,
+)
+
+permutation_importance = SPEC.as_function()

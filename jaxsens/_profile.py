@@ -1,52 +1,57 @@
 """Methods that hold inputs at reference values: improved stepwise selection 1 and 2, Lek's profile.
 
 Both evaluate the model on modified copies of the data built for every feature at once (a one-hot mask on the
-last input axis), in one ``vmap``; nothing is retrained.
+last input axis), in one ``vmap``; nothing is retrained. Both read the data in two passes: improved stepwise
+streams the feature means, then the effect of fixing each feature at its mean; Lek's profile streams each
+element's minimum and maximum and a bounded uniform sample of rows (for quantiles / k-means), then sweeps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
-from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.errors import ArgumentError
-from jaxsens import _engine
-from jaxsens._metrics import Metric, check_targets, get_metric
+from converters.errors import ArgumentError, DataError
+from jaxsens import _engine, _stats
+from jaxsens._checks import check_model
+from jaxsens._data import iter_chunks, open_xy
+from jaxsens._method import Call, Method, Option, output_names
+from jaxsens._metrics import METRIC_CHOICES, check_targets, resolve_metric
 from jaxsens._model import apply_rows
-from jaxsens._results import (
-    finish_figure,
-    frame,
-    output_index,
-    pyplot,
-    ranked,
-    ranking_figure,
-    register_result,
-    save_result,
-)
-from jaxsens._variants import (
-    Spec,
-    Task,
-    as_key,
-    change_kernel,
-    check_model,
-    check_rows,
-    host_scores,
-    onehot_last,
-    pack,
-    predict_all,
-    row_bytes,
-    rows_frame,
-    run_loss,
-    stderr_of,
-)
+from jaxsens._results import Result, finish_figure, frame, output_index, pyplot, result_class
+from jaxsens._variants import Spec, Task, change_kernel, loss_kernel, onehot_last, row_bytes, stderr_of
 
-__all__ = ["ImprovedStepwise", "LekProfile", "improved_stepwise", "lek_profile"]
+__all__ = [
+    "IMPROVED_STEPWISE_SPEC",
+    "LEK_SPEC",
+    "ImprovedStepwise",
+    "LekProfile",
+    "improved_stepwise",
+    "lek_profile",
+]
+
+
+def _reporter(progress, total):
+    """``(report(done), close())`` for a progress counted over several passes (``report`` None: no progress)."""
+    if progress is None:
+        return None, lambda: None
+    report = _engine._progress(progress, total)
+    return report, lambda: report(None)
+
+
+def _refuse_outputs(call: Call, fn: str) -> None:
+    if call.outputs is not None:
+        raise ArgumentError(
+            f"{fn}() measures the effect on all outputs together (one error / output-change measure); "
+            "outputs= does not apply: leave it None"
+        )
 
 
 # --------------------------------------------------------------------------------------------------- stepwise
@@ -56,35 +61,82 @@ def _fixed_variants(x, parts, key, arrays, options):
     return jnp.where(hit, arrays["means"], x)
 
 
-@register_result("improved_stepwise")
-@dataclasses.dataclass(frozen=True, eq=False)
-class ImprovedStepwise:
+@jax.jit
+def _moments_kernel(model, batch, mask, row_index):
+    """First pass: per-element moments of the inputs (the targets, when streamed along, are ignored)."""
+    del model, row_index
+    xs = batch[0] if isinstance(batch, tuple) else batch
+    return _stats.moments_of(xs.astype(jnp.float32), mask)
+
+
+@functools.partial(jax.jit, static_argnames=("layout", "n_labels"))
+def targets_loss_kernel(task: Task, batch, mask, row_index, *, layout, n_labels):
+    """:func:`jaxsens._variants.loss_kernel` for targets streamed by the engine, ``batch = (xs, ys)``.
+
+    The rows and their targets are packed per chunk (``layout``: ``(("x", input_shape, 0), ("y", y_shape,
+    0))``), so the plain task (``task.spec.layout is None``: the engine reads the model's input shape) runs the
+    shared loss kernel. ``n_labels`` > 0: the targets are class labels of that many classes, and rows whose
+    label is not a whole number in ``[0, n_labels)`` are counted (``"bad_labels"``) so they can be refused
+    instead of being read as another class.
+    """
+    xs, ys = batch
+    n = xs.shape[0]
+    packed = jnp.concatenate([xs.reshape(n, -1), ys.reshape(n, -1).astype(xs.dtype)], axis=1)
+    packed_task = Task(task.model, task.arrays, dataclasses.replace(task.spec, layout=layout))
+    out = dict(loss_kernel(packed_task, packed, mask, row_index))
+    if n_labels:
+        y = ys.reshape(n).astype(jnp.float32)
+        bad = (y < 0) | (y >= n_labels) | (y != jnp.floor(y))
+        out["bad_labels"] = _stats.total_of(bad.astype(jnp.float32), mask)
+    return out
+
+
+def target_layout(model, y_src, metric, fn: str) -> tuple[tuple, int]:
+    """``(layout, n_labels)`` for :func:`targets_loss_kernel`; refuses targets whose per-row shape does not fit."""
+    y_shape = tuple(y_src.row_shape or ())
+    check_targets(metric, np.zeros((1, *y_shape), np.float32), 1, model.output_shape, what="targets")
+    n_out = math.prod(model.output_shape)
+    labels = metric.targets == "labels_or_values" and math.prod(y_shape) == 1 and n_out >= 2
+    layout = (("x", tuple(model.input_shape), 0), ("y", y_shape, 0))
+    return layout, (n_out if labels else 0)
+
+
+@result_class
+class ImprovedStepwise(Result):
     """Effect of fixing each input at its mean, without retraining (Gevrey, Dimopoulos & Lek 2003).
 
-    Attributes:
-        variant: 1 (increase of the error against the targets) or 2 (change of the network's output).
-        importance: ``[n_features]`` variant 1: ``metric(y, f(X_j)) - metric(y, f(X))``; variant 2: mean
-            squared change of the output ``mean over rows and outputs of (f(X_j) - f(X))^2``.
-        stderr: ``[n_features]`` standard error of ``importance`` (NaN for whole-data-set metrics).
-        baseline_error: variant 1: ``metric(y, f(X))``; variant 2: NaN.
-        per_output: ``[n_features, n_outputs]`` variant 2 only: the mean squared change of each output.
-        input_mean: ``[*input_shape]`` the values the inputs were fixed at.
+    ``importance`` is ``[n_features]`` (outputs aggregated, ``output_names == ()``): variant 1 the increase of
+    the error ``metric(y, f(X_j)) - metric(y, f(X))`` (a score's decrease), variant 2 the mean squared change of
+    the output, ``mean over rows and outputs of (f(X_j) - f(X))^2``. For a sequence input ``[T, F]`` feature
+    ``j`` is fixed at every step, so ``importance`` is per feature and ``input_shape`` is ``(F,)``. ``stderr``
+    is the streamed standard error over rows of the per-row value, ``std / sqrt(n_samples)`` (ddof = 1).
+
+    Attributes (besides those of :class:`jaxsens.Result`):
+        variant: 1 (error against the targets) or 2 (change of the network's output).
+        baseline: variant 1: ``metric(y, f(X))``; variant 2: NaN.
         metric: variant 1: the metric's name; variant 2: ``"output_mse"``.
-        n_samples: rows used.
-        feature_names: ``n_features`` names.
-        output_names: ``n_outputs`` names.
+        input_mean: ``[*model_input_shape]`` the values the inputs were fixed at.
+        output_change: variant 2: ``[n_model_outputs, n_features]`` mean squared change of each output
+            (outputs first); variant 1: ``None``.
+
+    Deprecated: ``baseline_error`` (use ``baseline``), ``per_output`` (``output_change.T``).
     """
 
     variant: int
-    importance: np.ndarray
-    stderr: np.ndarray
-    baseline_error: float
-    per_output: np.ndarray | None
-    input_mean: np.ndarray
+    baseline: float
     metric: str
-    n_samples: int
-    feature_names: tuple[str, ...]
-    output_names: tuple[str, ...]
+    input_mean: np.ndarray
+    output_change: np.ndarray | None = None
+    greater_is_better: bool = False
+
+    stderr_rule: ClassVar[str] = "std over rows (ddof=1) / sqrt(n_samples), streamed"
+    _aliases: ClassVar[dict[str, str]] = {"baseline_error": "baseline"}
+
+    @property
+    def importance_label(self) -> str:
+        if self.variant == 2:
+            return "mean squared output change, input at its mean"
+        return f"{self.metric} {'decrease' if self.greater_is_better else 'increase'}, input at its mean"
 
     @property
     def relative(self) -> np.ndarray:
@@ -92,136 +144,158 @@ class ImprovedStepwise:
         total = np.sum(self.importance)
         return np.full_like(self.importance, np.nan) if total == 0 else 100.0 * self.importance / total
 
-    def ranking(self) -> tuple[tuple[str, float, float], ...]:
-        """``((feature, importance, stderr), ...)``, largest first."""
-        return ranked(self.feature_names, self.importance, self.stderr)
+    @property
+    def per_output(self) -> np.ndarray | None:
+        """Deprecated: ``output_change.T`` (``[n_features, n_outputs]``, features first)."""
+        import warnings
 
-    def to_frame(self):
-        """One row per feature: ``importance``, ``stderr``, ``relative`` (%), ``rank``."""
-        cols = {"importance": self.importance, "stderr": self.stderr, "relative": self.relative}
-        return rows_frame(self.feature_names, cols, self.importance)
+        warnings.warn("ImprovedStepwise.per_output is deprecated; use .output_change ([n_outputs, n_features], "
+                      "outputs first), see CHANGELOG.md", DeprecationWarning, stacklevel=2)
+        return None if self.output_change is None else self.output_change.T
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the result as JSON (lossless); read it back with :func:`jaxsens.load_result`."""
-        save_result(self, path)
+    def _extra_columns(self):
+        return {"relative": self.relative}
 
-    def plot(self, *, top: int = 20, path: str | os.PathLike | None = None):
-        """Ranked bars with standard-error bars; returns the matplotlib ``Figure``."""
-        what = f"{self.metric} increase" if self.variant == 1 else "mean squared output change"
-        return ranking_figure(
-            self.ranking(), top=top, xlabel=f"improved stepwise {self.variant}: {what}", path=path
+
+def _stepwise_run(call: Call) -> ImprovedStepwise:
+    model, opts, fn = call.model, call.options, "improved_stepwise"
+    check_model(model, fn, family="perturbation")
+    _refuse_outputs(call, fn)
+    variant = opts["variant"]
+    has_targets = call.targets is not None
+    if variant is None:
+        variant = 1 if has_targets else 2
+    if variant not in (1, 2):
+        raise ArgumentError(
+            f"{fn}(): variant must be 1 (error against targets) or 2 (change of the output), got {variant!r}"
         )
+    if variant == 1 and not has_targets:
+        raise ArgumentError(f"{fn}(variant=1) needs targets; pass targets=, or variant=2 to compare outputs only")
+    if variant == 2 and has_targets:
+        raise ArgumentError(f"{fn}(variant=2) compares outputs and takes no targets; use variant=1 with targets")
+    shape = tuple(int(d) for d in model.input_shape)
+    n_features = shape[-1]
+    x_src, y_src = open_xy(call.data, call.targets, input_shape=shape, feature_names=model.feature_names,
+                           nan_policy=call.nan_policy)
+    metric = None
+    if variant == 1:
+        metric = resolve_metric(opts["metric"], targets_dtype=y_src.dtype, model=model)
+        if not metric.per_sample:
+            raise ArgumentError(
+                f"{fn}() streams the data, so its metric must be a per-sample one (mse, mae, accuracy, log_loss, "
+                f"or Metric(..., per_sample=True)); {metric.name!r} is computed on the whole data set"
+            )
+        layout, n_labels = target_layout(model, y_src, metric, fn)
+    n_rows = x_src.n_rows
+    report, close = _reporter(call.progress, None if n_rows is None else 2 * n_rows)
+    common = {"batch_size": call.batch_size, "nan_policy": call.nan_policy, "devices": call.devices}
+    try:
+        first = None if report is None else (lambda d, _t: report(d))
+        moments, info1 = _engine.run(_moments_kernel, model, x_src, targets=y_src, progress=first, **common)
+        means = np.asarray(moments.mean, np.float64).reshape(shape)
+        arrays = {"means": jnp.asarray(means, jnp.float32)}
+        offset = info1.n_samples + info1.n_skipped
+        second = None if report is None else (lambda d, _t: report(offset + d))
+        if variant == 2:
+            task = Task(model, arrays, Spec(_fixed_variants))
+            stats, info = _engine.run(change_kernel, task, x_src, progress=second,
+                                      bytes_per_sample=None if call.batch_size else row_bytes(task), **common)
+        else:
+            task = Task(model, arrays, Spec(_fixed_variants, metric=metric))
+            kernel = functools.partial(targets_loss_kernel, layout=layout, n_labels=n_labels)
+            stats, info = _engine.run(kernel, task, x_src, targets=y_src, progress=second,
+                                      bytes_per_sample=None if call.batch_size else row_bytes(task), **common)
+    finally:
+        close()
+    if info.n_samples != info1.n_samples:
+        raise DataError(
+            f"{fn}() reads the data twice (means, then effects), but the second pass saw {info.n_samples} rows and "
+            f"the first {info1.n_samples}: the data changed between passes, or is a one-shot iterable (pass an "
+            "array, a file, or a re-iterable source)"
+        )
+    if variant == 1 and n_labels and float(stats["bad_labels"].value) > 0:
+        raise DataError(
+            f"targets hold {int(stats['bad_labels'].value)} class label(s) outside 0..{n_labels - 1} (or not "
+            f"whole numbers); the model has {n_labels} outputs"
+        )
+    names = info.feature_names or model.feature_names or tuple(f"x{i}" for i in range(n_features))
+    common = {
+        "n_samples": int(info.n_samples), "n_skipped": int(info.n_skipped), "feature_names": tuple(names),
+        "output_names": (), "input_shape": (n_features,), "method": "improved-stepwise",
+        "options": call.record(), "variant": int(variant), "input_mean": means,
+    }
+    if variant == 2:
+        return ImprovedStepwise(
+            importance=np.asarray(stats["sq_all"].mean, np.float64),
+            stderr=stderr_of(stats["sq_all"]),
+            baseline=float("nan"),
+            metric="output_mse",
+            output_change=np.asarray(stats["sq"].mean, np.float64).T,
+            **common,
+        )
+    return ImprovedStepwise(
+        importance=metric.sign * np.asarray(stats["diff"].mean, np.float64),
+        stderr=stderr_of(stats["diff"]),
+        baseline=float(stats["base"].mean),
+        metric=metric.name,
+        greater_is_better=bool(metric.greater_is_better),
+        **common,
+    )
 
 
-def improved_stepwise(
-    model,
-    X,
-    y=None,
-    *,
-    variant: int = 1,
-    metric: str | Metric | Callable = "mse",
-    batch_size: int | None = None,
-    progress=None,
-) -> ImprovedStepwise:
-    r"""Improved stepwise selection 1 and 2: each input in turn fixed at its mean, the network not retrained.
+IMPROVED_STEPWISE_SPEC = Method(
+    name="improved-stepwise",
+    function_name="improved_stepwise",
+    family="perturbation",
+    summary="each input fixed at its mean, not retrained: error increase (variant 1, with targets) or output "
+            "change (variant 2)",
+    doc=r"""Improved stepwise selection 1 and 2: each input in turn fixed at its mean, the network not retrained.
 
     With :math:`X_j` the data with input :math:`j` replaced by its mean over the rows (for a sequence input
-    ``[T, F]``: feature :math:`j` at every time step replaced by its mean at that step,
-    ``X.mean(axis=0)[..., j]``):
+    ``[T, F]``: feature :math:`j` at every time step replaced by its mean at that step):
 
-    * ``variant=1``: the increase of the error against the targets,
-      :math:`I_j = \mathrm{MSE}(y, f(X_j)) - \mathrm{MSE}(y, f(X))` (or another ``metric``; for a score, its
-      decrease);
-    * ``variant=2``: the change of the network's output, measured as the mean squared difference between the
-      outputs of the intact and the modified network,
-      :math:`I_j = \frac{1}{N K}\sum_{n, k} (f_k(X_j)_n - f_k(X)_n)^2`; no targets needed.
+    * variant 1 (targets given): the increase of the error against the targets,
+      :math:`I_j = L(y, f(X_j)) - L(y, f(X))` (``metric``, default ``"auto"``: ``mse`` for values as in the
+      paper, ``log_loss`` / ``accuracy`` for class labels; a score's decrease);
+    * variant 2 (no targets): the change of the network's output, the mean squared difference between the
+      outputs of the intact and the modified network, :math:`I_j = \frac{1}{N K}\sum_{n, k} (f_k(X_j)_n -
+      f_k(X)_n)^2`; ``output_change`` keeps it per output.
 
-    The largest :math:`I_j` marks the most important input. Every input's modified copy of a row is evaluated
-    in one batch with the row itself.
+    ``variant=None`` (default) picks 1 when ``targets`` are given and 2 otherwise; an explicit variant that
+    does not fit the targets given is refused. The largest :math:`I_j` marks the most important input.
+
+    **Streaming, two passes.** The first pass folds the per-element means (a small jitted moments kernel),
+    the second evaluates every row together with its ``n_features`` modified copies in one kernel and folds
+    per-row statistics; ``importance`` is their mean, ``stderr`` their standard error (``std / sqrt(n)``,
+    ddof = 1). Progress counts the rows of both passes. The data must be re-readable (an array, a file, a
+    re-iterable source). Metrics computed on the whole data set (``Metric(per_sample=False)``, plain
+    callables) cannot be streamed and are refused.
 
     Reference: M. Gevrey, I. Dimopoulos, S. Lek, "Review and comparison of methods to study the contribution
     of variables in artificial neural network models", Ecological Modelling 160 (2003) 249-264; compared in
     Olden, Joy & Death, Ecological Modelling 178 (2004) 389-397.
 
-    Args:
-        model: a single-input :class:`jaxsens.Model`.
-        X: ``[n_samples, *input_shape]``.
-        y: targets, needed for ``variant=1`` (see :mod:`jaxsens._metrics`).
-        variant: 1 or 2.
-        metric: variant 1's error (default ``"mse"``, as in the paper).
-        batch_size: rows per chunk.
-        progress: ``True`` for a progress bar.
-
     Returns:
-        :class:`ImprovedStepwise` with ``importance`` ``[n_features]``.
+        :class:`ImprovedStepwise` with ``importance`` / ``stderr`` ``[n_features]``.
 
     Example:
-        >>> import jax.numpy as jnp, numpy as np, jaxsens
+        >>> import numpy as np, jaxsens
         >>> m = jaxsens.Model.from_function(lambda p, x: x[:1] + 0 * x[1:], {}, input_shape=(2,))
         >>> X = np.array([[0.0, 5.0], [2.0, 1.0]])
-        >>> improved_stepwise(m, X, variant=2).importance.tolist()  # x0 moves by 1 in both rows
+        >>> improved_stepwise(m, X).importance.tolist()  # variant 2: x0 moves by 1 in both rows
         [1.0, 0.0]
-    """
-    check_model(model, "improved_stepwise")
-    if variant not in (1, 2) or isinstance(variant, bool):
-        raise ArgumentError(
-            f"variant must be 1 (error against targets) or 2 (change of the output), got {variant!r}"
-        )
-    X = check_rows(model, X)
-    n, n_features = X.shape[0], X.shape[-1]
-    means = X.astype(np.float64).mean(axis=0)
-    names = tuple(model.feature_names or [f"x{i}" for i in range(n_features)])
-    outputs = tuple(model.output_names or [f"y{k}" for k in range(model.n_outputs)])
-    arrays = {"means": jnp.asarray(means, jnp.float32)}
-    common = dict(input_mean=means, feature_names=names, output_names=outputs, variant=variant)
-    if variant == 2:
-        if y is not None:
-            raise ArgumentError(
-                "improved_stepwise(variant=2) compares outputs and takes no y; use variant=1 with y"
-            )
-        task = Task(model, arrays, Spec(_fixed_variants))
-        stats, info = _engine.run(
-            change_kernel,
-            task,
-            X.astype(np.float32),
-            batch_size=batch_size,
-            bytes_per_sample=row_bytes(task, model.input_shape),
-            progress=progress,
-        )
-        return ImprovedStepwise(
-            importance=np.asarray(stats["sq_all"].mean),
-            stderr=stderr_of(stats["sq_all"]),
-            baseline_error=float("nan"),
-            per_output=np.asarray(stats["sq"].mean),
-            metric="output_mse",
-            n_samples=int(info.n_samples),
-            **common,
-        )
-    if y is None:
-        raise ArgumentError(
-            "improved_stepwise(variant=1) needs targets y; use variant=2 to compare outputs only"
-        )
-    metric = get_metric(metric)
-    y_rows = check_targets(metric, y, n, model.output_shape)
-    packed, layout = pack([("x", X), ("y", y_rows)])
-    task = Task(model, arrays, Spec(_fixed_variants, layout=layout, metric=metric))
-    if metric.per_sample:
-        base, diff, info = run_loss(task, packed, batch_size=batch_size, progress=progress)
-        importance, stderr = metric.sign * np.asarray(diff.mean), stderr_of(diff)
-        baseline, n_used = float(base.mean), info.n_samples
-    else:
-        scores = host_scores(metric, np.asarray(y), predict_all(task, packed, batch_size=batch_size))
-        importance, stderr = metric.sign * (scores[1:] - scores[0]), np.full(n_features, np.nan)
-        baseline, n_used = float(scores[0]), n
-    return ImprovedStepwise(
-        importance=importance,
-        stderr=stderr,
-        baseline_error=baseline,
-        per_output=None,
-        metric=metric.name,
-        n_samples=int(n_used),
-        **common,
-    )
+""",
+    result=ImprovedStepwise,
+    uses_targets=True,
+    per_output=False,
+    options=(
+        Option("variant", int, None, "1: error increase against the targets; 2: mean squared output change; "
+               "default: 1 with targets, else 2", minimum=1),
+        Option("metric", str, "auto", "variant 1's error measure; auto: log_loss / accuracy for class labels, "
+               "mse for values", choices=METRIC_CHOICES),
+    ),
+    run=_stepwise_run,
+)
 
 
 # -------------------------------------------------------------------------------------------------------- Lek
@@ -239,46 +313,100 @@ def _profile_kernel(model, settings, grid, index):
     return apply_rows(model, model.params, xs).reshape(xs.shape[0], -1)
 
 
-@register_result("lek_profile")
-@dataclasses.dataclass(frozen=True, eq=False)
-class LekProfile:
+@jax.jit
+def _priorities(key, row_index):
+    """``[batch]`` uint32 reservoir priorities, one per global row: ``bits(fold_in(key, row))``."""
+    return jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(key, i), (), jnp.uint32))(row_index)
+
+
+_RESERVOIR_TAG = 0x1E4  # the reservoir's key is fold_in(key, _RESERVOIR_TAG), independent of k-means seeding
+_SCAN_ROWS = 8192  # rows per chunk of the first (host) pass; the sample does not depend on it
+
+
+def _scan(call: Call, src, shape, max_rows: int, report):
+    """First pass: per-element min / max and a uniform sample of at most ``max_rows`` rows.
+
+    The sample keeps the rows of the ``max_rows`` smallest priorities ``bits(fold_in(key, row_index))`` (ties by
+    row number): a uniform sample without replacement that does not depend on how the data are chunked; all
+    rows when there are at most ``max_rows``. Returns ``(lo, hi, sample (row order), n_rows, n_skipped, names)``.
+    """
+    key = jax.random.fold_in(call.key, _RESERVOIR_TAG)
+    lo = hi = None
+    keep_x = np.zeros((0, *shape), np.float32)
+    keep_p = np.zeros(0, np.uint32)
+    keep_r = np.zeros(0, np.int64)
+    n = skipped = 0
+    for chunk in iter_chunks(src, batch_size=_SCAN_ROWS, input_shape=shape, nan_policy=call.nan_policy,
+                             dtype=np.float32):
+        skipped += chunk.n_skipped
+        xs = chunk.xs[chunk.mask]
+        if report is not None:
+            report(chunk.start + chunk.n_valid + chunk.n_skipped)
+        if not len(xs):
+            continue
+        n += len(xs)
+        lo = xs.min(axis=0) if lo is None else np.minimum(lo, xs.min(axis=0))
+        hi = xs.max(axis=0) if hi is None else np.maximum(hi, xs.max(axis=0))
+        prio = np.asarray(_priorities(key, jnp.asarray(chunk.row_index)))[chunk.mask]
+        rows = (chunk.start + np.arange(len(chunk.mask), dtype=np.int64))[chunk.mask]
+        if len(keep_p) == max_rows:  # only rows that beat the current largest kept priority can enter
+            worst = (keep_p.max(), keep_r[keep_p == keep_p.max()].max())
+            better = (prio < worst[0]) | ((prio == worst[0]) & (rows < worst[1]))
+            xs, prio, rows = xs[better], prio[better], rows[better]
+        keep_x = np.concatenate([keep_x, xs])
+        keep_p = np.concatenate([keep_p, prio])
+        keep_r = np.concatenate([keep_r, rows])
+        if len(keep_p) > max_rows:
+            order = np.lexsort((keep_r, keep_p))[:max_rows]
+            keep_x, keep_p, keep_r = keep_x[order], keep_p[order], keep_r[order]
+    if n == 0:
+        why = f" ({skipped} rows skipped for NaN / Inf)" if skipped else ""
+        raise DataError(f"data ({src.description}) has no usable rows{why}")
+    order = np.argsort(keep_r, kind="stable")
+    return lo, hi, keep_x[order].astype(np.float64), n, skipped, src.feature_names
+
+
+@result_class
+class LekProfile(Result):
     """Lek's profiles: the response to each input swept over its range with the others at fixed settings.
 
-    Attributes:
-        curves: ``[n_features, n_settings, steps, n_outputs]`` model outputs.
-        grid: ``[n_features, steps]`` the swept values of each input (its minimum to its maximum over the
-            data).
-        settings: ``[n_settings, *input_shape]`` the values the other inputs were held at.
+    ``importance`` is ``[n_outputs, n_features]`` (outputs first): the range (max - min over the sweep) of the
+    *median profile* (at each step, the median over the settings of the model's output). For a sequence input
+    ``[T, F]`` a feature is swept at every step, so ``input_shape`` is ``(F,)``. ``stderr`` is a bootstrap
+    over the settings: the standard deviation (ddof = 1) of the same range over 64 resamples (with
+    replacement) of the settings, i.e. how much the range depends on which reference values the other inputs
+    are held at; 0 with a single setting. It is not the sampling error of the data.
+
+    Attributes (besides those of :class:`jaxsens.Result`):
+        curves: ``[n_features, n_settings, steps, n_outputs]`` model outputs along each sweep.
+        grid: ``[n_features, steps]`` the swept values of each input (its minimum to its maximum over all rows).
+        settings: ``[n_settings, *model_input_shape]`` the values the other inputs were held at.
         setting_names: ``n_settings`` labels (``"q=0.2"`` or ``"cluster 1"``).
-        importance: ``[n_features]`` range-based importance: the range (max - min over the sweep) of the
-            median profile (the median over settings at each step), averaged over outputs.
-        importance_per_output: ``[n_features, n_outputs]`` the same range for each output.
-        feature_names: ``n_features`` names.
-        output_names: ``n_outputs`` names.
-        cluster_sizes: ``[n_clusters]`` rows in each k-means cluster, or ``None`` for quantile settings.
+        cluster_sizes: ``[n_clusters]`` rows of the sample in each k-means cluster, or ``None`` for quantiles.
+        n_sample_rows: rows of the uniform sample the settings were computed from (``min(n_samples,
+            max_rows)``: all rows when the data has at most ``max_rows``).
+
+    Deprecated: ``importance_per_output`` (``importance.T``, features first).
     """
 
     curves: np.ndarray
     grid: np.ndarray
     settings: np.ndarray
     setting_names: tuple[str, ...]
-    importance: np.ndarray
-    importance_per_output: np.ndarray
-    feature_names: tuple[str, ...]
-    output_names: tuple[str, ...]
     cluster_sizes: np.ndarray | None = None
+    n_sample_rows: int = 0
 
-    def ranking(self, output: int | str | None = None) -> tuple[tuple[str, float, float], ...]:
-        """``((feature, range, nan), ...)``, largest first; ``output=`` ranks by one output's range."""
-        if output is None:
-            return ranked(self.feature_names, self.importance)
-        return ranked(
-            self.feature_names, self.importance_per_output[:, output_index(output, self.output_names)]
-        )
+    importance_label: ClassVar[str] = "range of the median profile"
+    stderr_rule: ClassVar[str] = "bootstrap over the settings (64 resamples), std ddof=1"
 
-    def to_frame(self):
-        """One row per feature: ``importance`` (range of the median profile), ``rank``."""
-        return rows_frame(self.feature_names, {"importance": self.importance}, self.importance)
+    @property
+    def importance_per_output(self) -> np.ndarray:
+        """Deprecated: ``importance.T`` (``[n_features, n_outputs]``)."""
+        import warnings
+
+        warnings.warn("LekProfile.importance_per_output is deprecated; use .importance ([n_outputs, n_features], "
+                      "outputs first), see CHANGELOG.md", DeprecationWarning, stacklevel=2)
+        return self.importance.T
 
     def curves_frame(self):
         """Tidy curves: one row per (feature, setting, step, output) with ``x`` (swept) and ``prediction``."""
@@ -294,40 +422,90 @@ class LekProfile:
             }
         )
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the result as JSON (lossless); read it back with :func:`jaxsens.load_result`."""
-        save_result(self, path)
+    def plot_curves(self, output: int | str = 0, *, top: int | None = 8, per_page: int = 8,
+                    path: str | os.PathLike | None = None) -> list:
+        """The profiles of ``output`` for the ``top`` features (ranked by ``importance``), paged into figures.
 
-    def plot(self, *, output: int | str = 0, ncols: int = 4, path: str | os.PathLike | None = None):
-        """One panel per input: the response of ``output`` along the input's range, one line per setting.
+        Each page is one figure of at most ``per_page`` panels (4 columns); a panel shows the output along one
+        feature's range, one line per setting, titled with the feature and its rank; axes are labelled (the
+        feature's value, the output) and each page's first panel has a legend naming the settings (what the
+        other inputs are held at). The page title names the output and which ranks of how many it shows.
+
+        Args:
+            output: one output (index or name).
+            top: features to show, the most important first; ``None`` for all.
+            per_page: panels per figure (1..16).
+            path: also save: a ``.pdf`` path gets one multi-page PDF; any other path one file per page,
+                ``name-1.png``, ``name-2.png``, ... (the page number before the extension).
 
         Returns:
-            The matplotlib ``Figure``.
+            A list of matplotlib ``Figure`` s, one per page (close them when done).
         """
+        if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= 16:
+            raise ArgumentError(f"plot_curves(): per_page must be an integer in [1, 16], got {per_page!r}")
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+            raise ArgumentError(f"plot_curves(): top must be a positive integer or None (all), got {top!r}")
         plt = pyplot()
         o = output_index(output, self.output_names)
-        n = len(self.feature_names)
-        ncols = max(1, min(ncols, n))
-        nrows = math.ceil(n / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False, sharey=True)
+        order = [self.feature_names.index(n) for n, _, _ in self.ranking(o)]
+        n_all = len(order)
+        order = order[: n_all if top is None else min(top, n_all)]
         colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(self.setting_names)))
-        for j, ax in enumerate(axes.flat):
-            if j >= n:
-                ax.set_visible(False)
-                continue
-            for s, name in enumerate(self.setting_names):
-                ax.plot(self.grid[j], self.curves[j, s, :, o], color=colors[s], label=name)
-            ax.set_title(self.feature_names[j], fontsize="medium")
-            ax.grid(alpha=0.3)
-        axes.flat[0].set_ylabel(self.output_names[o])
-        axes.flat[0].legend(fontsize="x-small")
-        return finish_figure(fig, path)
+        figures = []
+        pages = [order[i : i + per_page] for i in range(0, len(order), per_page)]
+        for p, page in enumerate(pages):
+            ncols = min(4, len(page))
+            nrows = math.ceil(len(page) / ncols)
+            fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows + 0.6), squeeze=False)
+            for i, ax in enumerate(axes.flat):
+                if i >= len(page):
+                    ax.set_visible(False)
+                    continue
+                j = page[i]
+                for s, name in enumerate(self.setting_names):
+                    ax.plot(self.grid[j], self.curves[j, s, :, o], color=colors[s], label=name)
+                rank = p * per_page + i + 1
+                ax.set_title(f"#{rank} {self.feature_names[j]}", fontsize="medium")
+                ax.set_xlabel(f"{self.feature_names[j]} (swept)", fontsize="small")
+                ax.set_ylabel(self.output_names[o], fontsize="small")
+                ax.grid(alpha=0.3)
+            axes.flat[0].legend(title="others held at", fontsize="x-small", title_fontsize="x-small")
+            first, last = p * per_page + 1, p * per_page + len(page)
+            fig.suptitle(
+                f"Lek's profile of {self.output_names[o]}: features ranked {first}-{last} of {len(order)} shown "
+                f"(of {n_all}), page {p + 1} of {len(pages)}"
+            )
+            figures.append(finish_figure(fig, None))
+        if path is not None:
+            _save_pages(figures, path)
+        return figures
+
+
+def _save_pages(figures, path) -> None:
+    """A ``.pdf`` path: one multi-page PDF; else ``stem-1.ext``, ``stem-2.ext``, ... (each written atomically)."""
+    import io
+
+    from jaxsens._io import atomic_write
+
+    path = os.fspath(path)
+    stem, ext = os.path.splitext(path)
+    if ext.lower() == ".pdf":
+        from matplotlib.backends.backend_pdf import PdfPages
+
+        buf = io.BytesIO()
+        with PdfPages(buf) as pdf:
+            for fig in figures:
+                pdf.savefig(fig)
+        atomic_write(path, buf.getvalue())
+        return
+    for p, fig in enumerate(figures, 1):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext[1:].lower() or None, dpi=120)
+        atomic_write(f"{stem}-{p}{ext}", buf.getvalue())
 
 
 def _kmeans_settings(flat: np.ndarray, n_clusters: int, key) -> tuple[np.ndarray, np.ndarray]:
     """k-means centres and sizes: scikit-learn's ``KMeans`` (seeded from ``key``), else a small Lloyd loop."""
-    key_data, impl = as_key(key, "lek_profile(n_clusters=...)")
-    key = jax.random.wrap_key_data(key_data, impl=impl)
     seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
     try:
         from sklearn.cluster import KMeans
@@ -359,106 +537,154 @@ def _lloyd(flat: np.ndarray, n_clusters: int, key, n_iter: int = 100) -> tuple[n
     return np.asarray(centres, np.float64), np.bincount(label, minlength=n_clusters)
 
 
-def lek_profile(
-    model,
-    X,
-    *,
-    steps: int = 100,
-    quantiles: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
-    n_clusters: int | None = None,
-    key=None,
-    batch_size: int | None = None,
-) -> LekProfile:
-    r"""Lek's profile method: sweep each input over its range, the other inputs held at reference settings.
+def _median_range(curves: np.ndarray) -> np.ndarray:
+    """``[n_outputs, n_features]`` range over the sweep of the median over settings, from ``[F, S, steps, O]``."""
+    median = np.median(curves, axis=1)  # [F, steps, O]
+    return (median.max(axis=1) - median.min(axis=1)).T
 
-    Input :math:`j` takes ``steps`` equally spaced values from its minimum to its maximum over ``X``; every
+
+def _lek_run(call: Call) -> LekProfile:
+    model, opts, fn = call.model, call.options, "lek_profile"
+    check_model(model, fn, family="profile")
+    shape = tuple(int(d) for d in model.input_shape)
+    n_features, steps, max_rows = shape[-1], int(opts["steps"]), int(opts["max_rows"])
+    n_clusters = opts["n_clusters"]
+    q = np.asarray(opts["quantiles"], np.float64).reshape(-1)
+    if n_clusters is None and np.any((q < 0) | (q > 1)):
+        raise ArgumentError(f"{fn}(): quantiles must be numbers in [0, 1], got {list(opts['quantiles'])}")
+    src, _ = open_xy(call.data, None, input_shape=shape, feature_names=model.feature_names)
+    n_settings = int(n_clusters) if n_clusters is not None else len(q)
+    n_points = n_features * n_settings * steps
+    report, close = _reporter(call.progress, None if src.n_rows is None else src.n_rows + n_points)
+    try:
+        lo, hi, sample, n, skipped, header = _scan(call, src, shape, max_rows, report)
+        flat_lo, flat_hi = lo.reshape(-1, n_features).min(0), hi.reshape(-1, n_features).max(0)
+        grid = np.linspace(flat_lo.astype(np.float64), flat_hi.astype(np.float64), steps, axis=1)  # [F, steps]
+        sizes = None
+        if n_clusters is not None:
+            if not 1 <= n_clusters <= len(sample):
+                raise ArgumentError(
+                    f"{fn}(): n_clusters must be an integer in [1, {len(sample)}] (rows of the sample), got "
+                    f"{n_clusters!r}"
+                )
+            centres, sizes = _kmeans_settings(sample.reshape(len(sample), -1), int(n_clusters), call.key)
+            settings = centres.reshape(int(n_clusters), *shape)
+            names = tuple(f"cluster {c}" for c in range(int(n_clusters)))
+        else:
+            settings = np.quantile(sample, q, axis=0)
+            settings[q == 0] = lo  # the exact extremes over all rows (the sample may miss them)
+            settings[q == 1] = hi
+            names = tuple(f"q={v:g}" for v in q)
+        curves = _sweep(call, model, settings, grid, report, offset=n + skipped)
+    finally:
+        close()
+    outs = call.outputs
+    if outs is not None:
+        curves = curves[..., np.asarray(outs)]
+    importance = _median_range(curves)
+    boot = jax.random.randint(jax.random.key(_stats.BOOT_SEED), (_stats.N_BOOT, n_settings), 0, n_settings)
+    replicates = np.stack([_median_range(curves[:, np.asarray(b)]) for b in np.asarray(boot)])
+    stderr = _stats.bootstrap_stderr(replicates) if n_settings > 1 else np.zeros_like(importance)
+    names_f = header or model.feature_names or tuple(f"x{i}" for i in range(n_features))
+    return LekProfile(
+        importance=importance,
+        stderr=stderr,
+        curves=curves,
+        grid=grid,
+        settings=settings,
+        setting_names=names,
+        cluster_sizes=sizes,
+        n_sample_rows=len(sample),
+        n_samples=int(n),
+        n_skipped=int(skipped),
+        feature_names=tuple(names_f),
+        output_names=output_names(model, outs),
+        input_shape=(n_features,),
+        method="profile",
+        options=call.record(),
+    )
+
+
+def _sweep(call: Call, model, settings, grid, report, *, offset: int) -> np.ndarray:
+    """``[F, S, steps, n_outputs]`` model outputs at every (feature, setting, step) point, in fixed-size chunks."""
+    n_features, steps, n_settings = grid.shape[0], grid.shape[1], settings.shape[0]
+    total = n_features * n_settings * steps
+    batch_size = call.batch_size
+    if batch_size is None:
+        example = jax.ShapeDtypeStruct(tuple(model.input_shape), jnp.float32)
+        per_point = _engine.model_bytes_per_sample(model, "apply", lambda x: model.apply(model.params, x), example)
+        batch_size = _engine.choose_batch_size(per_point, n_rows=total, devices=jax.local_devices()[:1])
+    settings_d = jnp.asarray(settings, jnp.float32)
+    grid_d = jnp.asarray(grid, jnp.float32)
+    index = np.arange(-(-total // batch_size) * batch_size, dtype=np.int32)
+    index[total:] = 0  # padding: any valid point, dropped below
+    out = []
+    for i in range(0, len(index), batch_size):
+        out.append(np.asarray(_profile_kernel(model, settings_d, grid_d, jnp.asarray(index[i : i + batch_size]))))
+        if report is not None:
+            report(offset + min(i + batch_size, total))
+    return np.concatenate(out)[:total].astype(np.float64).reshape(n_features, n_settings, steps, -1)
+
+
+LEK_SPEC = Method(
+    name="profile",
+    function_name="lek_profile",
+    family="profile",
+    summary="Lek's profile: each input swept over its range, the others at quantiles or k-means centres",
+    doc=r"""Lek's profile method: sweep each input over its range, the other inputs held at reference settings.
+
+    Input :math:`j` takes ``steps`` equally spaced values from its minimum to its maximum over all rows; every
     other input is held at a *setting*: its ``q``-quantile over the rows for each ``q`` in ``quantiles``
     (numpy's linear interpolation; Lek et al. used the minimum, quartiles and maximum), or, with
-    ``n_clusters=k``, the centres of a k-means clustering of the rows (so that the held values are
-    combinations that occur together; scikit-learn's ``KMeans`` seeded from ``key``). Sequence inputs
-    ``[T, F]``: the swept feature takes the value at every time step; settings are per element. All
-    ``n_features x n_settings x steps`` points are evaluated by one compiled kernel in fixed-size chunks.
+    ``n_clusters=k``, the centres of a k-means clustering of the rows (held values that occur together;
+    scikit-learn's ``KMeans`` seeded from ``key``). Sequence inputs ``[T, F]``: the swept feature takes the
+    value at every time step; settings are per element. All ``n_features x n_settings x steps`` points are
+    evaluated by one compiled kernel in chunks of ``batch_size`` points.
 
-    The range-based importance of input :math:`j` is :math:`\max_t m_j(t) - \min_t m_j(t)` of the *median
-    profile* :math:`m_j(t) = \mathrm{median}_s\, f(x^{(j, s, t)})`, averaged over outputs.
+    ``importance[k, j]`` (``[n_outputs, n_features]``) is :math:`\max_t m_{jk}(t) - \min_t m_{jk}(t)` of the
+    *median profile* :math:`m_{jk}(t) = \mathrm{median}_s\, f_k(x^{(j, s, t)})`; ``stderr`` the bootstrap
+    over the settings (64 resamples with replacement of the settings, standard deviation of the range): how
+    much the range depends on where the other inputs are held, not the sampling error of the data.
+    :meth:`LekProfile.plot_curves` draws the curves, paged.
+
+    **Memory: a bounded sample.** Minimum and maximum are streamed over all rows (exact). Quantiles and
+    k-means need rows together: they are computed on a uniform sample of at most ``max_rows`` rows (default
+    100,000; a reservoir kept while streaming: the rows with the smallest priorities ``fold_in(key, row)``,
+    so the sample does not depend on chunking). A data set with at most ``max_rows`` rows is used whole
+    (exact quantiles); the quantile levels 0 and 1 always use the exact extremes. Progress counts the rows
+    read, then the points evaluated.
 
     References: S. Lek, M. Delacoste, P. Baran, I. Dimopoulos, J. Lauga, S. Aulagnier, "Application of neural
     networks to modelling nonlinear relationships in ecology", Ecological Modelling 90 (1996) 39-52; M. W.
     Beck, "NeuralNetTools", J. Stat. Softw. 85(11) 2018 (``lekprofile``: quantile or k-means groups).
 
-    Args:
-        model: a single-input :class:`jaxsens.Model`.
-        X: ``[n_samples, *input_shape]``, the data that sets ranges and settings.
-        steps: points along each input's range.
-        quantiles: quantile levels in ``[0, 1]`` for the settings (ignored with ``n_clusters``).
-        n_clusters: use ``k`` k-means centres as settings instead of quantiles.
-        key: a JAX PRNG key, needed with ``n_clusters``.
-        batch_size: points per kernel call.
-
     Returns:
-        :class:`LekProfile` with ``curves`` ``[n_features, n_settings, steps, n_outputs]``.
+        :class:`LekProfile` with ``importance`` / ``stderr`` ``[n_outputs, n_features]`` and ``curves``
+        ``[n_features, n_settings, steps, n_outputs]``.
 
     Example:
-        >>> import jax.numpy as jnp, numpy as np, jaxsens
+        >>> import numpy as np, jaxsens
         >>> m = jaxsens.Model.from_function(lambda p, x: x[:1] * 2 + x[1:] ** 2, {}, input_shape=(2,))
         >>> X = np.random.default_rng(0).uniform(-1, 1, size=(200, 2))
         >>> r = lek_profile(m, X, steps=5)
         >>> r.curves.shape, r.ranking()[0][0]
         ((2, 6, 5, 1), 'x0')
-    """
-    check_model(model, "lek_profile")
-    X = check_rows(model, X)
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 2:
-        raise ArgumentError(f"steps must be an integer >= 2, got {steps!r}")
-    n_features = X.shape[-1]
-    flat = X.reshape(-1, n_features).astype(np.float64)
-    grid = np.linspace(flat.min(axis=0), flat.max(axis=0), int(steps), axis=1)  # [F, steps]
-    sizes = None
-    if n_clusters is not None:
-        if (
-            isinstance(n_clusters, bool)
-            or not isinstance(n_clusters, int | np.integer)
-            or not 1 <= n_clusters <= len(X)
-        ):
-            raise ArgumentError(
-                f"n_clusters must be an integer in [1, {len(X)}] (rows of X), got {n_clusters!r}"
-            )
-        centres, sizes = _kmeans_settings(X.reshape(len(X), -1).astype(np.float64), int(n_clusters), key)
-        settings = centres.reshape(int(n_clusters), *X.shape[1:])
-        names = tuple(f"cluster {c}" for c in range(int(n_clusters)))
-    else:
-        q = np.asarray(quantiles, np.float64).reshape(-1)
-        if q.size == 0 or np.any((q < 0) | (q > 1)) or not np.all(np.isfinite(q)):
-            raise ArgumentError(f"quantiles must be numbers in [0, 1], got {quantiles!r}")
-        settings = np.quantile(X.astype(np.float64), q, axis=0)
-        names = tuple(f"q={v:g}" for v in q)
-    n_settings = settings.shape[0]
-    total = n_features * n_settings * int(steps)
-    if batch_size is None:
-        example = jax.ShapeDtypeStruct(tuple(model.input_shape), jnp.float32)
-        per_point = _engine.model_bytes_per_sample(model, "apply", lambda x: model.apply(model.params, x), example)
-        batch_size = _engine.choose_batch_size(per_point, n_rows=total, devices=jax.local_devices()[:1])
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-    settings_d = jnp.asarray(settings, jnp.float32)
-    grid_d = jnp.asarray(grid, jnp.float32)
-    index = np.arange(-(-total // batch_size) * batch_size, dtype=np.int32)
-    index[total:] = 0  # padding: any valid point, dropped below
-    out = [
-        np.asarray(_profile_kernel(model, settings_d, grid_d, jnp.asarray(index[i : i + batch_size])))
-        for i in range(0, len(index), batch_size)
-    ]
-    curves = np.concatenate(out)[:total].astype(np.float64).reshape(n_features, n_settings, int(steps), -1)
-    median = np.median(curves, axis=1)  # [F, steps, O]
-    per_output = median.max(axis=1) - median.min(axis=1)
-    return LekProfile(
-        curves=curves,
-        grid=grid,
-        settings=settings,
-        setting_names=names,
-        importance=per_output.mean(axis=1),
-        importance_per_output=per_output,
-        feature_names=tuple(model.feature_names or [f"x{i}" for i in range(n_features)]),
-        output_names=tuple(model.output_names or [f"y{k}" for k in range(model.n_outputs)]),
-        cluster_sizes=sizes,
-    )
+""",
+    result=LekProfile,
+    random=True,
+    options=(
+        Option("steps", int, 100, "points along each input's range", minimum=2),
+        Option("quantiles", "floats", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), "quantile levels in [0, 1] the other "
+               "inputs are held at (ignored with n_clusters)"),
+        Option("n_clusters", int, None, "hold the other inputs at k-means centres of the rows instead of "
+               "quantiles", minimum=1),
+        Option("max_rows", int, 100_000, "rows of the uniform sample for quantiles / k-means (memory bound)",
+               minimum=1),
+    ),
+    memory="a uniform sample of at most max_rows rows (default 100,000) and the curves "
+           "(n_features x n_settings x steps x n_outputs values)",
+    run=_lek_run,
+)
+
+improved_stepwise = IMPROVED_STEPWISE_SPEC.as_function()
+lek_profile = LEK_SPEC.as_function()
