@@ -20,7 +20,7 @@ import numpy as np
 
 from converters.errors import ArgumentError
 from jaxsens._checks import check_model
-from jaxsens._dense import DenseLayer, NotDenseError, dense_layers
+from jaxsens._dense import DenseLayer, NotDenseError
 from jaxsens._method import Call, Method, output_names
 from jaxsens._results import Result, result_class
 
@@ -109,8 +109,7 @@ class WeightImportance(Result):
 def _layers64(call: Call) -> list[DenseLayer]:
     fn = call.method.function_name
     check_model(call.model, fn, family="weights", integer_inputs=True)  # one input with a feature axis
-    # TRANSITION: Model.dense_layers() is being added; jaxsens._dense.dense_layers keeps working and calls it.
-    layers = dense_layers(call.model, method=fn)
+    layers = call.model.dense_layers(method=fn)
     if callable(call.progress):
         call.progress(0, 0)  # no rows to read: the weights are the whole input
     return [

@@ -56,6 +56,7 @@ __all__ = [
     "integer_inputs",
     "model_bytes_per_sample",
     "model_inputs",
+    "progress_reporter",
     "run",
 ]
 
@@ -190,7 +191,7 @@ def run(
     def put(chunk: Chunk):
         return jax.device_put((chunk.xs, chunk.mask, chunk.row_index), rows_sharding)
 
-    report = _progress(progress, n_rows)
+    report = progress_reporter(progress, n_rows)
     chunk_dtypes = tuple(chunk_dtype(d) for d in dtypes)  # float32; int32 for token ids (exact)
     sources, shapes_all, dtype = source, input_shape, chunk_dtypes if multi else chunk_dtypes[0]
     if targets is not None:  # targets stream with the data, row-aligned: one more source in the same chunks
@@ -379,8 +380,12 @@ def _prefetch(chunks: Iterator[Chunk], put: Callable, *, size: int = 2) -> Itera
         thread.join(timeout=5.0)
 
 
-def _progress(progress, total: int | None) -> Callable[[int | None], None]:
-    """``report(rows_done)`` after each chunk; ``report(None)`` closes (a tqdm bar)."""
+def progress_reporter(progress, total: int | None) -> Callable[[int | None], None]:
+    """``report(rows_done)`` after each chunk; ``report(None)`` closes (a tqdm bar).
+
+    ``progress`` is ``None`` / ``False`` (nothing), ``True`` (a tqdm bar) or ``callable(done, total)``; methods that
+    count over several passes or engine runs use it with their own total.
+    """
     if progress is None or progress is False:
         return lambda done: None
     if progress is True:

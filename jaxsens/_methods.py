@@ -7,7 +7,16 @@ from __future__ import annotations
 import types
 
 from converters.errors import ArgumentError
-from jaxsens import _classic, _gradient_x_input, _jacobian, _pad, _permutation, _perturbation, _profile, _stepwise
+from jaxsens import (
+    _classic,
+    _gradient_x_input,
+    _jacobian,
+    _pad,
+    _permutation,
+    _perturbation,
+    _profile,
+    _stepwise,
+)
 from jaxsens._method import Method
 
 

@@ -33,6 +33,7 @@ from jaxsens._variants import (
     onehot_last,
     pack,
     predict_all,
+    reporter,
     row_bytes,
     stderr_of,
 )
@@ -183,14 +184,6 @@ def _one_block(fn: str, block_rows: int):
     )
 
 
-def _reporter(progress, total):
-    """``(report(done), close())`` for a progress counted over several engine runs (``None``: no progress)."""
-    if progress is None:
-        return None, lambda: None
-    report = _engine._progress(progress, total)
-    return report, lambda: report(None)
-
-
 def _run(call: Call) -> PermutationImportance:
     model, opts, fn = call.model, call.options, "permutation_importance"
     check_model(model, fn, family="perturbation", integer_inputs=True)  # permuted ids are ids
@@ -225,7 +218,7 @@ def _run(call: Call) -> PermutationImportance:
     y_shape = tuple(y_src.row_shape or ())
     exact = ("x", "values") if _engine.integer_inputs(model) else ()
     total = None if n_rows is None else n_rows * n_repeats
-    report, close = _reporter(call.progress, total)
+    report, close = reporter(call.progress, total)
     diffs: list = [None] * n_repeats
     base = None
     scores = np.zeros((n_repeats, n_features))

@@ -8,7 +8,6 @@ element's minimum and maximum and a bounded uniform sample of rows (for quantile
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -23,10 +22,20 @@ from jaxsens import _engine, _stats
 from jaxsens._checks import check_model
 from jaxsens._data import iter_chunks, open_xy
 from jaxsens._method import Call, Method, Option, output_names
-from jaxsens._metrics import METRIC_CHOICES, check_targets, resolve_metric
+from jaxsens._metrics import METRIC_CHOICES, resolve_metric
 from jaxsens._model import apply_rows
 from jaxsens._results import Result, finish_figure, frame, output_index, pyplot, result_class
-from jaxsens._variants import Spec, Task, change_kernel, loss_kernel, onehot_last, row_bytes, stderr_of
+from jaxsens._variants import (
+    Spec,
+    Task,
+    change_kernel,
+    onehot_last,
+    reporter,
+    row_bytes,
+    stderr_of,
+    target_layout,
+    targets_loss_kernel,
+)
 
 __all__ = [
     "IMPROVED_STEPWISE_SPEC",
@@ -36,14 +45,6 @@ __all__ = [
     "improved_stepwise",
     "lek_profile",
 ]
-
-
-def _reporter(progress, total):
-    """``(report(done), close())`` for a progress counted over several passes (``report`` None: no progress)."""
-    if progress is None:
-        return None, lambda: None
-    report = _engine._progress(progress, total)
-    return report, lambda: report(None)
 
 
 def _refuse_outputs(call: Call, fn: str) -> None:
@@ -67,38 +68,6 @@ def _moments_kernel(model, batch, mask, row_index):
     del model, row_index
     xs = batch[0] if isinstance(batch, tuple) else batch
     return _stats.moments_of(xs.astype(jnp.float32), mask)
-
-
-@functools.partial(jax.jit, static_argnames=("layout", "n_labels"))
-def targets_loss_kernel(task: Task, batch, mask, row_index, *, layout, n_labels):
-    """:func:`jaxsens._variants.loss_kernel` for targets streamed by the engine, ``batch = (xs, ys)``.
-
-    The rows and their targets are packed per chunk (``layout``: ``(("x", input_shape, 0), ("y", y_shape,
-    0))``), so the plain task (``task.spec.layout is None``: the engine reads the model's input shape) runs the
-    shared loss kernel. ``n_labels`` > 0: the targets are class labels of that many classes, and rows whose
-    label is not a whole number in ``[0, n_labels)`` are counted (``"bad_labels"``) so they can be refused
-    instead of being read as another class.
-    """
-    xs, ys = batch
-    n = xs.shape[0]
-    packed = jnp.concatenate([xs.reshape(n, -1), ys.reshape(n, -1).astype(xs.dtype)], axis=1)
-    packed_task = Task(task.model, task.arrays, dataclasses.replace(task.spec, layout=layout))
-    out = dict(loss_kernel(packed_task, packed, mask, row_index))
-    if n_labels:
-        y = ys.reshape(n).astype(jnp.float32)
-        bad = (y < 0) | (y >= n_labels) | (y != jnp.floor(y))
-        out["bad_labels"] = _stats.total_of(bad.astype(jnp.float32), mask)
-    return out
-
-
-def target_layout(model, y_src, metric, fn: str) -> tuple[tuple, int]:
-    """``(layout, n_labels)`` for :func:`targets_loss_kernel`; refuses targets whose per-row shape does not fit."""
-    y_shape = tuple(y_src.row_shape or ())
-    check_targets(metric, np.zeros((1, *y_shape), np.float32), 1, model.output_shape, what="targets")
-    n_out = math.prod(model.output_shape)
-    labels = metric.targets == "labels_or_values" and math.prod(y_shape) == 1 and n_out >= 2
-    layout = (("x", tuple(model.input_shape), 0), ("y", y_shape, 0))
-    return layout, (n_out if labels else 0)
 
 
 @result_class
@@ -187,7 +156,7 @@ def _stepwise_run(call: Call) -> ImprovedStepwise:
             )
         layout, n_labels = target_layout(model, y_src, metric, fn)
     n_rows = x_src.n_rows
-    report, close = _reporter(call.progress, None if n_rows is None else 2 * n_rows)
+    report, close = reporter(call.progress, None if n_rows is None else 2 * n_rows)
     common = {"batch_size": call.batch_size, "nan_policy": call.nan_policy, "devices": call.devices}
     try:
         first = None if report is None else (lambda d, _t: report(d))
@@ -555,7 +524,7 @@ def _lek_run(call: Call) -> LekProfile:
     src, _ = open_xy(call.data, None, input_shape=shape, feature_names=model.feature_names)
     n_settings = int(n_clusters) if n_clusters is not None else len(q)
     n_points = n_features * n_settings * steps
-    report, close = _reporter(call.progress, None if src.n_rows is None else src.n_rows + n_points)
+    report, close = reporter(call.progress, None if src.n_rows is None else src.n_rows + n_points)
     try:
         lo, hi, sample, n, skipped, header = _scan(call, src, shape, max_rows, report)
         flat_lo, flat_hi = lo.reshape(-1, n_features).min(0), hi.reshape(-1, n_features).max(0)

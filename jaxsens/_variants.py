@@ -30,7 +30,7 @@ import numpy as np
 from converters.errors import ArgumentError, DataError
 from jaxsens import _engine, _stats
 from jaxsens._data import as_chunk_dtype, check_float32_input, chunk_dtype, iter_chunks, open_source
-from jaxsens._metrics import Metric
+from jaxsens._metrics import Metric, check_targets
 from jaxsens._model import apply_rows
 from jaxsens._results import frame
 
@@ -52,6 +52,7 @@ __all__ = [
     "predictions",
     "read_rows_bounded",
     "refuse_one_shot",
+    "reporter",
     "row_bytes",
     "rows_frame",
     "run_loss",
@@ -59,6 +60,8 @@ __all__ = [
     "std_of_moments",
     "stderr_of",
     "stream_feature_std",
+    "target_layout",
+    "targets_loss_kernel",
 ]
 
 
@@ -553,3 +556,44 @@ def read_rows_bounded(x_source, y_source, *, input_shape, nan_policy: str, max_r
     if not kept:
         raise DataError(f"data ({x_source.description}) has no usable rows")
     return np.concatenate(xs), np.concatenate(ys), skipped
+
+
+def reporter(progress, total):
+    """``(report(done), close())`` for a progress counted over several engine runs (``report`` is ``None``
+    without progress); see :func:`jaxsens._engine.progress_reporter`."""
+    if progress is None:
+        return None, lambda: None
+    report = _engine.progress_reporter(progress, total)
+    return report, lambda: report(None)
+
+
+@functools.partial(jax.jit, static_argnames=("layout", "n_labels"))
+def targets_loss_kernel(task: Task, batch, mask, row_index, *, layout, n_labels):
+    """:func:`jaxsens._variants.loss_kernel` for targets streamed by the engine, ``batch = (xs, ys)``.
+
+    The rows and their targets are packed per chunk (``layout``: ``(("x", input_shape, 0), ("y", y_shape,
+    0))``), so the plain task (``task.spec.layout is None``: the engine reads the model's input shape) runs the
+    shared loss kernel. ``n_labels`` > 0: the targets are class labels of that many classes, and rows whose
+    label is not a whole number in ``[0, n_labels)`` are counted (``"bad_labels"``) so they can be refused
+    instead of being read as another class.
+    """
+    xs, ys = batch
+    n = xs.shape[0]
+    packed = jnp.concatenate([xs.reshape(n, -1), ys.reshape(n, -1).astype(xs.dtype)], axis=1)
+    packed_task = Task(task.model, task.arrays, dataclasses.replace(task.spec, layout=layout))
+    out = dict(loss_kernel(packed_task, packed, mask, row_index))
+    if n_labels:
+        y = ys.reshape(n).astype(jnp.float32)
+        bad = (y < 0) | (y >= n_labels) | (y != jnp.floor(y))
+        out["bad_labels"] = _stats.total_of(bad.astype(jnp.float32), mask)
+    return out
+
+
+def target_layout(model, y_src, metric, fn: str) -> tuple[tuple, int]:
+    """``(layout, n_labels)`` for :func:`targets_loss_kernel`; refuses targets whose per-row shape does not fit."""
+    y_shape = tuple(y_src.row_shape or ())
+    check_targets(metric, np.zeros((1, *y_shape), np.float32), 1, model.output_shape, what="targets")
+    n_out = math.prod(model.output_shape)
+    labels = metric.targets == "labels_or_values" and math.prod(y_shape) == 1 and n_out >= 2
+    layout = (("x", tuple(model.input_shape), 0), ("y", y_shape, 0))
+    return layout, (n_out if labels else 0)

@@ -32,6 +32,7 @@ from jaxsens._method import FAMILIES
 METHODS = jaxsens.methods()
 NAMES = list(METHODS)
 DATA_NAMES = [n for n in NAMES if METHODS[n].needs_data]
+ZERO_NAMES = [n for n in NAMES if METHODS[n].exact_zero]  # the maths guarantees 0 for an ignored input
 N_ROWS = 40
 IGNORED = 2  # input "c": zero weights into the hidden layer
 FEATURES = ("a", "b", "c", "d")
@@ -168,11 +169,8 @@ def test_options_sharing_a_name_share_type_and_choices():
 
 # ------------------------------------------------------------------------------------ (a) exact zero
 @pytest.mark.parametrize("problem", ["values", "labels"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ZERO_NAMES)
 def test_an_ignored_input_gets_exactly_zero(name, problem):
-    spec = METHODS[name]
-    if not spec.exact_zero:
-        pytest.skip(f"{name} declares exact_zero=False")
     result, _ = reference(name, problem)
     imp = result.importance
     assert np.all(imp[..., IGNORED] == 0.0), (name, imp)
