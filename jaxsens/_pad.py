@@ -134,6 +134,9 @@ def _finalize(stats, info, plan: Plan, call: Call):
         lead = (1,) * len(shape)
         share = _share(s, total.reshape(k, *lead))
         reps = _share(b, boot_total.reshape(*boot_total.shape, *lead))  # [n_boot, k, *shape]
+        # a replicate that drew no row with a non-zero derivative has no shares: it is left out (NaN), not 0
+        empty = (boot_total == 0) & (total[None] > 0)
+        reps = np.where(empty.reshape(*empty.shape, *lead), np.nan, reps)
         feature_stderr = None
         if len(shape) > 1:
             feature_stderr = _stats.bootstrap_stderr(reps.sum(axis=tuple(range(2, reps.ndim - 1))))

@@ -313,5 +313,15 @@ _POISSON1_CDF = jnp.asarray(  # P(X <= k) for X ~ Poisson(1), k = 0..15 (P(X > 1
 
 
 def bootstrap_stderr(replicates: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Standard deviation (ddof = 1) of bootstrap replicates along ``axis``: the bootstrap standard error."""
-    return np.std(np.asarray(replicates, np.float64), axis=axis, ddof=1)
+    """Standard deviation (ddof = 1) of bootstrap replicates along ``axis``: the bootstrap standard error.
+
+    Replicates marked NaN (degenerate: e.g. one that drew no usable row) are left out; fewer than 2 valid
+    replicates give NaN.
+    """
+    reps = np.asarray(replicates, np.float64)
+    n = np.sum(~np.isnan(reps), axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice: its result is NaN, said above
+        mean = np.nanmean(reps, axis=axis, keepdims=True) if reps.size else reps
+        var = np.nansum((reps - mean) ** 2, axis=axis) / (n - 1)
+    return np.where(n >= 2, np.sqrt(var), np.nan)
