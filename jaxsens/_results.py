@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 _FORMAT = "jaxsens.result"
-_VERSION = 1
+_VERSION = 2  # 2: one Result base (0.2); files of format 1 (0.1) are refused with a reason
 _KINDS: dict[str, type] = {}
 
 
@@ -145,6 +145,11 @@ def load_result(path: str | os.PathLike):
             f"{os.fspath(path)!r} was written by a newer jaxsens (format version {doc['version']})"
         )
     kind = doc.get("kind")
+    if doc.get("version") == 1:
+        raise DataError(
+            f"{os.fspath(path)!r} was written by jaxsens 0.1 (result format 1, kind {kind!r}); the result fields "
+            "changed shape in 0.2 (see CHANGELOG.md): recompute the result with this version"
+        )
     if kind == "Results" and isinstance(doc.get("fields"), dict):
         return Results({name: _build(part.get("__kind__"), part, path) for name, part in doc["fields"].items()})
     if kind not in _KINDS:
@@ -241,6 +246,7 @@ def bar_plot(ax, rows: Sequence[tuple[str, float, float]], *, top: int = 20, xla
                     capsize=2, label="95% interval (1.96 x stderr)")
         ax.legend(loc="lower right", fontsize="small")
     ax.set_yticks(np.arange(len(rows)), labels, fontsize="small" if len(rows) > 30 else None)
+    ax.set_ylim(-0.6, len(rows) - 0.4)  # no empty band above the first bar or below the last
     ax.set_xlabel(xlabel)
     ax.set_ylabel("feature")
     ax.grid(axis="x", alpha=0.3)

@@ -34,7 +34,7 @@ def _cases(tmp):
     open(empty, "w").close()
     not_result = os.path.join(tmp, "other.json")
     with open(not_result, "w") as f:
-        json.dump({"format": "jaxsens.result", "version": 1, "kind": "JacobianImportance"}, f)  # no fields
+        json.dump({"format": "jaxsens.result", "version": 2, "kind": "JacobianImportance"}, f)  # no fields
     return [
         # (name, call(model, X, y), error class, words in the message)
         ("model is a string", lambda m, X, y: jaxsens.jacobian_importance("m.onnx", X), errors.ArgumentTypeError,
@@ -147,3 +147,11 @@ def test_no_raw_raise_of_builtin_errors_in_user_facing_code():
             if not any(path.name == f and (w in line if w else line == "raise ValueError(") for f, w in allowed):
                 bad.append(f"{path.relative_to(root)}: {line[:100]}")
     assert not bad, "\n".join(bad)
+
+
+def test_a_result_file_of_format_1_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": "jaxsens.result", "version": 1, "kind": "jacobian_importance",
+                                "fields": {}}))
+    with pytest.raises(errors.DataError, match=r"jaxsens 0\.1 \(result format 1.*recompute"):
+        jaxsens.load_result(path)
