@@ -560,10 +560,12 @@ class Result:
             fig, (ax0, ax1) = plt.subplots(
                 1, 2, figsize=(13, 1.6 + 0.28 * max(k, min(grid.shape[0], 40))), width_ratios=[3, 2]
             )
-            lead = "time step" if len(self.input_shape) == 2 else f"position over axes 0..{len(self.input_shape) - 2}"
+            # the leading axes are positions (time steps of a sequence, rows of an image): named by axis, not
+            # guessed
+            lead = "input axis 0" if len(self.input_shape) == 2 else f"input axes 0..{len(self.input_shape) - 2}"
             heatmap_plot(ax0, grid[:, keep], feature_names=[self.feature_names[j] for j in keep],
-                         label=self.importance_label, ylabel=f"{lead} (input axis 0)" if len(self.input_shape) == 2 else lead)
-            bar_plot(ax1, rows, top=k, xlabel=f"sum over {lead}s of {self.importance_label}")
+                         label=self.importance_label, ylabel=f"position along {lead} (e.g. time step)")
+            bar_plot(ax1, rows, top=k, xlabel=f"sum over {lead} of {self.importance_label}")
         fig.suptitle(title)
         return finish_figure(fig, path)
 

@@ -375,3 +375,30 @@ def test_cli_run_writes_the_three_files(name, source, cli_files, tmp_path, capsy
     header = (out / "importance.csv").read_text().splitlines()[0].split(",")
     assert header[:1] == ["feature"] and {"importance", "stderr", "ci_low", "ci_high", "rank"} <= set(header)
     assert "rank" in captured.out and "top 3 of 4" in captured.out
+
+
+# ------------------------------------------------------------------------------------------ plots, html
+@pytest.mark.parametrize("name", NAMES)
+def test_plot_has_title_labels_and_labelled_intervals(name):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result, _ = reference(name)
+    fig = result.plot(top=3)
+    try:
+        title = fig._suptitle.get_text()
+        assert name in title and "top 3 of 4 features" in title, title
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == result.importance_label and ax.get_ylabel() == "feature"
+        assert len(ax.patches) == 3  # the top 3 bars
+        legend = ax.get_legend()
+        if np.nan_to_num(result.stderr).any():  # intervals are drawn, and labelled as 95% intervals
+            assert legend is not None and "95% interval" in legend.get_texts()[0].get_text()
+        else:
+            assert legend is None
+    finally:
+        plt.close(fig)
+    html = result._repr_html_()
+    assert html.startswith("<p><b>") and "95% interval" in html and result.ranking()[0][0] in html
