@@ -528,18 +528,15 @@ def _duration(seconds: float) -> str:
 
 def _preview_call(spec, model, data, targets, shared, options):
     """The :class:`jaxsens._method.Call` the run will get (options checked, defaults filled), for ``estimate``."""
-    from jaxsens._method import Call, resolve_key, resolve_outputs
+    import warnings
 
-    fn = spec.function_name
-    given = dict(options)
-    for old, new in spec.aliases.items():
-        if old in given:
-            given[new] = given.pop(old)
-    checked = {o.name: o.check(given.get(o.name, o.default), fn) for o in spec.options}
-    key = resolve_key(shared.get("key"), fn) if spec.random else None
-    outputs = shared.get("outputs")
-    return Call(spec, model, data, targets, key, resolve_outputs(outputs, model) if outputs is not None else None,
-                shared.get("batch_size"), None, shared.get("nan_policy", "raise"), checked)
+    from jaxsens._method import make_call
+
+    with warnings.catch_warnings():  # deprecations are reported by the run itself
+        warnings.simplefilter("ignore")
+        return make_call(spec, model, data, targets, key=shared.get("key"), outputs=shared.get("outputs"),
+                         batch_size=shared.get("batch_size"), nan_policy=shared.get("nan_policy", "raise"),
+                         options=options)
 
 
 class _Progress:

@@ -39,6 +39,7 @@ import dataclasses
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -210,6 +211,7 @@ def run(
     acc, pending = None, collections.deque()
     n_valid = n_skipped = n_chunks = done = 0
     feed = _prefetch(chunks, put)
+    trimmed = time.monotonic()
     try:
         for chunk, dev in feed:
             out = None
@@ -223,11 +225,15 @@ def run(
             n_skipped += chunk.n_skipped
             while len(pending) > depth:
                 acc, done = _retire(pending, acc, done, report)
+            if time.monotonic() - trimmed > _TRIM_SECONDS:
+                release_free_memory()
+                trimmed = time.monotonic()
         while pending:
             acc, done = _retire(pending, acc, done, report)
     finally:
         feed.close()
         report(None)
+        release_free_memory()
     if n_valid == 0:
         why = f" ({n_skipped} rows skipped for NaN / Inf)" if n_skipped else ""
         what = "; ".join(s.description for s in source) if multi else source.description
@@ -330,6 +336,31 @@ def _jaxpr_bytes(jaxpr) -> int:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+_TRIM_SECONDS = 2.0  # at most one return of freed heap memory to the OS per this many seconds
+_malloc_trim = None
+
+
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere).
+
+    Chunks are allocated by the prefetch thread (file readers, casts) and freed by the main thread, in glibc's
+    per-thread arenas; without a trim the freed pages of long runs stay resident (RSS grew by ~20% from 1M to 4M
+    CSV rows in bench/memory.py although nothing was held). Called at most every :data:`_TRIM_SECONDS` seconds
+    and at the end of each run (a few milliseconds each: < 0.5% of the time).
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
 def _retire(pending: collections.deque, acc, done: int, report) -> tuple[Any, int]:
     """Read back the oldest in-flight chunk's statistics (blocks on it) and merge them in float64."""
     rows, stats = pending.popleft()

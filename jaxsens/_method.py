@@ -38,7 +38,7 @@ import numpy as np
 
 from converters.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["DEFAULT_SEED", "FAMILIES", "Call", "Method", "Option", "Plan", "resolve_key", "stream"]
+__all__ = ["DEFAULT_SEED", "FAMILIES", "Call", "Method", "Option", "Plan", "make_call", "resolve_key", "stream"]
 
 DEFAULT_SEED = 0
 """Random methods called with ``key=None`` use ``jax.random.key(DEFAULT_SEED)``: results are reproducible by
@@ -128,6 +128,7 @@ class Call:
         nan_policy: ``"raise"`` or ``"skip"``.
         options: every option of the spec, validated, defaults filled in.
         devices: devices to shard over (``None``: all local devices).
+        seed: the int seed of ``key`` when it was given as an int (or left to the default), else ``None``.
     """
 
     method: Method
@@ -141,6 +142,7 @@ class Call:
     nan_policy: str
     options: dict
     devices: Any = None
+    seed: int | None = None
 
     def record(self) -> dict:
         """The options as stored on the result: JSON-friendly values (a callable metric by its name)."""
@@ -150,8 +152,11 @@ class Call:
                 out[k] = v
             else:
                 out[k] = getattr(v, "name", None) or getattr(v, "__name__", None) or type(v).__name__
-        if self.method.random:
-            out["seed"] = int(np.asarray(jax.random.key_data(self.key)).reshape(-1)[-1])
+        if self.method.random:  # the int seed when one was given (or the default), else the key's raw data
+            if self.seed is not None:
+                out["seed"] = self.seed
+            else:
+                out["key_data"] = tuple(int(v) for v in np.asarray(jax.random.key_data(self.key)).reshape(-1))
         if self.outputs is not None:
             out["outputs"] = tuple(self.outputs)
         return out
@@ -286,7 +291,18 @@ _functions: dict[str, Callable] = {}
 
 def call_method(spec: Method, model, data, targets, *, key, outputs, batch_size, progress, nan_policy, devices,
                 options: dict):
-    """Check the shared arguments and the options, then run the method (see :class:`Method`)."""
+    """Check the shared arguments and the options (:func:`make_call`), then run the method."""
+    call = make_call(spec, model, data, targets, key=key, outputs=outputs, batch_size=batch_size,
+                     progress=progress, nan_policy=nan_policy, devices=devices, options=options)
+    if spec.run is not None:
+        return spec.run(call)
+    return stream(call)
+
+
+def make_call(spec: Method, model, data, targets, *, key=None, outputs=None, batch_size=None, progress=None,
+              nan_policy="raise", devices=None, options: dict | None = None) -> Call:
+    """The checked :class:`Call` of one method call: every refusal of a bad shared argument or option happens
+    here, before any work (the CLI builds the same call to print a cost estimate first)."""
     from jaxsens._model import Model
 
     fn = spec.function_name
@@ -310,7 +326,7 @@ def call_method(spec: Method, model, data, targets, *, key, outputs, batch_size,
         raise ArgumentTypeError(
             f"progress must be None, True or a callable(rows_done, rows_total), got {progress!r}"
         )
-    given = dict(options)
+    given = dict(options or {})
     for old, new in spec.aliases.items():
         if old in given:
             if new in given:
@@ -328,11 +344,12 @@ def call_method(spec: Method, model, data, targets, *, key, outputs, batch_size,
     checked = {name: o.check(given.get(name, o.default), fn) for name, o in known.items()}
     resolved_key = resolve_key(key, fn) if spec.random else _no_key(key, fn)
     resolved_outputs = resolve_outputs(outputs, model) if outputs is not None else None
-    call = Call(spec, model, data, targets, resolved_key, resolved_outputs,
-                None if batch_size is None else int(batch_size), progress or None, nan_policy, checked, devices)
-    if spec.run is not None:
-        return spec.run(call)
-    return stream(call)
+    seed = None
+    if spec.random and (key is None or (isinstance(key, numbers.Integral) and not isinstance(key, bool))):
+        seed = DEFAULT_SEED if key is None else int(key)
+    return Call(spec, model, data, targets, resolved_key, resolved_outputs,
+                None if batch_size is None else int(batch_size), progress or None, nan_policy, checked, devices,
+                seed)
 
 
 def stream(call: Call):
