@@ -211,7 +211,7 @@ def run(
     acc, pending = None, collections.deque()
     n_valid = n_skipped = n_chunks = done = 0
     feed = _prefetch(chunks, put)
-    trimmed = time.monotonic()
+    started = trimmed = time.monotonic()
     try:
         for chunk, dev in feed:
             out = None
@@ -233,7 +233,8 @@ def run(
     finally:
         feed.close()
         report(None)
-        release_free_memory()
+        if time.monotonic() - started > _TRIM_SECONDS:  # a short run has little to give back: no 5 ms trim
+            release_free_memory()
     if n_valid == 0:
         why = f" ({n_skipped} rows skipped for NaN / Inf)" if n_skipped else ""
         what = "; ".join(s.description for s in source) if multi else source.description
@@ -346,7 +347,7 @@ def release_free_memory() -> None:
     Chunks are allocated by the prefetch thread (file readers, casts) and freed by the main thread, in glibc's
     per-thread arenas; without a trim the freed pages of long runs stay resident (RSS grew by ~20% from 1M to 4M
     CSV rows in bench/memory.py although nothing was held). Called at most every :data:`_TRIM_SECONDS` seconds
-    and at the end of each run (a few milliseconds each: < 0.5% of the time).
+    and at the end of runs longer than that (a few milliseconds each: < 0.5% of the time).
     """
     global _malloc_trim
     if _malloc_trim is None:
