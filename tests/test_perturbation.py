@@ -109,6 +109,22 @@ def _term_size(method, model, X, y, value):
     return 2 * np.mean((np.asarray(y, np.float64) - f) ** 2, axis=0).max() + np.abs(value)
 
 
+def _assert_round_trip(r, tmp_path) -> None:
+    """``r.save`` / ``load_result`` give back the same class and every field (arrays bit for bit, NaN as NaN)."""
+    path = tmp_path / f"{type(r).__name__}.json"
+    r.save(path)
+    back = load_result(path)
+    assert type(back) is type(r)
+    for f in r.__dataclass_fields__:
+        a, b = getattr(r, f), getattr(back, f)
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        elif isinstance(a, float) and math.isnan(a):
+            assert math.isnan(b)
+        else:
+            assert a == b, f
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_batch_size_never_changes_the_result(method, mlp):
     model, X, y, _ = mlp
@@ -501,18 +517,7 @@ def test_results_round_trip_frame_and_plot(mlp, tmp_path):
     for r in results:
         assert isinstance(r, jaxsens.Result) and r.stderr.shape == r.importance.shape
         assert np.all(np.isfinite(r.stderr)) and np.all(r.stderr >= 0)
-        path = tmp_path / f"{type(r).__name__}.json"
-        r.save(path)
-        back = load_result(path)
-        assert type(back) is type(r)
-        for f in r.__dataclass_fields__:
-            a, b = getattr(r, f), getattr(back, f)
-            if isinstance(a, np.ndarray):
-                np.testing.assert_array_equal(a, b)
-            elif isinstance(a, float) and math.isnan(a):
-                assert math.isnan(b)
-            else:
-                assert a == b, f
+        _assert_round_trip(r, tmp_path)
         df = r.to_frame()
         n_out = max(r.n_outputs, 1)  # Lek's profile is per output (2), the others aggregate the outputs
         assert list(df["feature"]) == ["a", "b", "c", "d"] * n_out and sorted(df["rank"]) == sorted([1, 2, 3, 4] * n_out)
@@ -594,16 +599,7 @@ def test_perturbation_and_input_perturbation_results_round_trip_frame_and_plot(m
     assert p.importance.shape == p.stderr.shape == (2, 4) and p.output_names == ("y0", "y1")
     assert q.importance.shape == q.stderr.shape == (4,) and q.output_names == () and q.curves.shape == (5, 4)
     for r in (p, q):
-        path = tmp_path / f"{type(r).__name__}.json"
-        r.save(path)
-        back = load_result(path)
-        assert type(back) is type(r)
-        for f in r.__dataclass_fields__:
-            a, b = getattr(r, f), getattr(back, f)
-            if isinstance(a, np.ndarray):
-                np.testing.assert_array_equal(a, b)
-            else:
-                assert a == b, f
+        _assert_round_trip(r, tmp_path)
         df = r.to_frame()
         assert sorted(set(df["feature"])) == ["a", "b", "c", "d"] and len(df) == r.importance.size
         assert {"importance", "stderr", "ci_low", "ci_high", "rank"} <= set(df.columns)
