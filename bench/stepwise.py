@@ -8,8 +8,8 @@ step padded). Competitors, all training the same networks (same initial weights,
 checked to select the same inputs with the same errors (float32 tolerance):
 
 * ``vmap all``: one vmapped call per step (``candidate_group = n_features + 1``, the layout before issue 11);
-* ``groups of g``: ``candidate_group = g``; ``auto`` is the default (``jaxsens._stepwise.auto_group``; the
-  committed results were measured with the earlier rule, largest group under 512 MiB: 9 and 42);
+* ``groups of g``: ``candidate_group = g``; ``auto`` is the default (``jaxsens._stepwise.auto_group``: one
+  network at a time on CPU for networks of >= 5e7 FLOP per epoch, else the largest group under 512 MiB);
 * ``loop``: a Python loop in this file training one candidate at a time with the same ``jax.jit``-compiled
   ``jaxsens._stepwise.fit`` + loss (no vmap), the same selection rule.
 
