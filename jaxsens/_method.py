@@ -60,6 +60,8 @@ class Option:
         choices: allowed values, when a closed set.
         minimum: smallest allowed value for numbers (inclusive).
         cli: whether the CLI exposes it.
+        objects: a ``str`` option that also takes an object from Python (a :class:`jaxsens.Metric` or a callable
+            for ``metric``); other ``str`` options take strings only.
     """
 
     name: str
@@ -69,6 +71,7 @@ class Option:
     choices: tuple | None = None
     minimum: float | None = None
     cli: bool = True
+    objects: bool = False
 
     def check(self, value, method: str):
         """``value`` validated (and normalised: tuples for sequences, float for float options)."""
@@ -90,8 +93,9 @@ class Option:
                 raise ArgumentTypeError(f"{method}(): {self.name} must be a finite number, got {value!r}")
             value = float(value)
         elif t is str:
-            if not isinstance(value, str) and not callable(value) and not hasattr(value, "fn"):
-                raise ArgumentTypeError(f"{method}(): {self.name} must be a string, got {value!r}")
+            if not isinstance(value, str) and not (self.objects and (callable(value) or hasattr(value, "fn"))):
+                also = " (or a Metric / callable)" if self.objects else ""
+                raise ArgumentTypeError(f"{method}(): {self.name} must be a string{also}, got {value!r:.80}")
         elif t == "floats":
             items = [value] if isinstance(value, numbers.Real) else value
             try:

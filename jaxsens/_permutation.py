@@ -372,7 +372,7 @@ SPEC = Method(
     per_output=False,
     options=(
         Option("metric", str, "auto", "error measure; auto: log_loss / accuracy for class labels, mse for "
-               "values", choices=METRIC_CHOICES),
+               "values", choices=METRIC_CHOICES, objects=True),
         Option("n_repeats", int, None, "permutations per feature (default 5, or as many as permutations= "
                "holds)", minimum=1),
         Option("block_rows", int, DEFAULT_BLOCK_ROWS, "rows per permutation block (memory bound; a data set "

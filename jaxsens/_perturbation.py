@@ -527,7 +527,7 @@ INPUT_PERTURBATION_SPEC = Method(
         Option("levels", "floats", (0.1, 0.2, 0.3, 0.4, 0.5), "noise amplitudes relative to each feature's "
                "standard deviation", minimum=0.0),
         Option("metric", str, "auto", "error measure; auto: accuracy or log_loss for class labels, mse for "
-               "values (Python: also a Metric or a callable loss fn(y_true, y_pred))", choices=METRIC_CHOICES),
+               "values (Python: also a Metric or a callable loss fn(y_true, y_pred))", choices=METRIC_CHOICES, objects=True),
     ),
     memory="streams data and targets in two passes (memory independent of the number of rows); a whole-data-set "
     "metric (Metric(per_sample=False)) holds every row and its predictions, refused above 1 GiB",

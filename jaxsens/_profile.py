@@ -261,7 +261,7 @@ IMPROVED_STEPWISE_SPEC = Method(
         Option("variant", int, None, "1: error increase against the targets; 2: mean squared output change; "
                "default: 1 with targets, else 2", minimum=1),
         Option("metric", str, "auto", "variant 1's error measure; auto: log_loss / accuracy for class labels, "
-               "mse for values", choices=METRIC_CHOICES),
+               "mse for values", choices=METRIC_CHOICES, objects=True),
     ),
     run=_stepwise_run,
 )

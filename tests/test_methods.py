@@ -402,3 +402,15 @@ def test_plot_has_title_labels_and_labelled_intervals(name):
         plt.close(fig)
     html = result._repr_html_()
     assert html.startswith("<p><b>") and "95% interval" in html and result.ranking()[0][0] in html
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_string_options_refuse_objects_unless_declared(name):
+    """A str option takes a string; only options declaring ``objects`` (a Metric / callable metric) take more."""
+    spec = METHODS[name]
+    for o in spec.options:
+        if o.type is str and not o.objects:
+            with pytest.raises(jaxsens.ArgumentTypeError, match=f"{o.name} must be a string"):
+                o.check(len, spec.function_name)
+        elif o.type is str:
+            assert o.check(len, spec.function_name) is len
