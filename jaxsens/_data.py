@@ -502,6 +502,16 @@ def _array_blocks(arr, rows: int) -> Iterator[np.ndarray]:
         yield arr[start : start + rows]
 
 
+def _batch_array(batch, what: str) -> np.ndarray:
+    """One batch of an iterable (data or targets) as a numeric array ``[m, ...]``, or a DataError naming it."""
+    if isinstance(batch, np.ndarray):
+        _check_dtype(batch.dtype, what)
+    arr = _try_array(batch, what)
+    if arr is None or arr.ndim == 0:
+        raise DataError(f"{what} is a {type(batch).__name__}; expected a numeric array [m, ...]")
+    return arr
+
+
 def _iterable_blocks(data, input_shape: Shape | None) -> Callable[[int], Iterator[np.ndarray]]:
     def blocks(rows: int) -> Iterator[np.ndarray]:
         del rows
@@ -510,13 +520,7 @@ def _iterable_blocks(data, input_shape: Shape | None) -> Callable[[int], Iterato
                 if not batch:
                     raise DataError(f"batch {i} of data is an empty tuple")
                 batch = batch[0]
-            if isinstance(batch, np.ndarray):
-                _check_dtype(batch.dtype, f"batch {i} of data")
-            arr = _try_array(batch, f"batch {i} of data")
-            if arr is None or arr.ndim == 0:
-                raise DataError(
-                    f"batch {i} of data is a {type(batch).__name__}; expected a numeric array [m, ...]"
-                )
+            arr = _batch_array(batch, f"batch {i} of data")
             if input_shape is not None:
                 check_rows_shape(arr.shape, input_shape, f"batch {i} of data")
             yield arr
@@ -1748,14 +1752,7 @@ def _target_batch(batch, i: int) -> np.ndarray:
                 "second element as the targets: pass arrays, or (x, y) tuples"
             )
         batch = batch[1]
-    if isinstance(batch, np.ndarray):
-        _check_dtype(batch.dtype, f"batch {i} of targets")
-    arr = _try_array(batch, f"batch {i} of targets")
-    if arr is None or arr.ndim == 0:
-        raise DataError(
-            f"batch {i} of targets is a {type(batch).__name__}; expected a numeric array [m, ...]"
-        )
-    return arr
+    return _batch_array(batch, f"batch {i} of targets")
 
 
 def _checked_targets(source: Source, nan_policy: str) -> Source:

@@ -110,7 +110,14 @@ def save_result(result, path: str | os.PathLike) -> None:
     kind = getattr(type(result), "kind", None)
     if kind not in _KINDS:
         raise TypeError(f"{type(result).__name__} is not a registered result class")
-    fields = {f.name: _encode(getattr(result, f.name)) for f in dataclasses.fields(result)}
+    _write(path, kind, _fields(result))
+
+
+def _fields(result) -> dict:
+    return {f.name: _encode(getattr(result, f.name)) for f in dataclasses.fields(result)}
+
+
+def _write(path, kind: str, fields: dict) -> None:
     doc = {"format": _FORMAT, "version": _VERSION, "kind": kind, "fields": fields}
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     atomic_write(path, text)  # temporary file in the same folder + os.replace, mode 0o666 minus the umask
@@ -609,10 +616,8 @@ class Results(Mapping):
         return pd.concat(frames, ignore_index=True)
 
     def save(self, path: str | os.PathLike) -> None:
-        parts = {name: {f.name: _encode(getattr(r, f.name)) for f in dataclasses.fields(r)} | {"__kind__": r.kind}
-                 for name, r in self.items()}
-        doc = {"format": _FORMAT, "version": _VERSION, "kind": "Results", "fields": parts}
-        atomic_write(path, json.dumps(doc, allow_nan=False, separators=(",", ":")))
+        parts = {name: _fields(r) | {"__kind__": r.kind} for name, r in self.items()}
+        _write(path, "Results", parts)
 
     def plot(self, *, top: int = 20, output=None, path=None):
         plt = pyplot()

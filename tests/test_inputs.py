@@ -474,3 +474,16 @@ def test_multi_device_sharding_gives_the_single_device_result(tmp_path):
         assert r4.n_samples == r1.n_samples == 503
         assert_stats_f32_close(r4, r1, n_terms=2 * (64 + TWO_CHAIN), n_rows=503)
         assert_stats_f32_close(r4, reference_stats(j), n_terms=64 + TWO_CHAIN, n_rows=503)
+
+
+def test_several_inputs_results_save_and_load_as_one_file(tmp_path):
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(20, 4)).astype(np.float32), rng.normal(size=(20, 3, 2)).astype(np.float32))
+    r = jaxsens.jacobian_importance(two_model(0), data)
+    r.save(tmp_path / "r.json")
+    back = load_result(tmp_path / "r.json")
+    assert type(back) is jaxsens.Results and list(back) == ["a", "b"]
+    for name in back:
+        assert type(back[name]) is type(r[name])
+        np.testing.assert_array_equal(back[name].importance, r[name].importance)
+        np.testing.assert_array_equal(back[name].stderr, r[name].stderr)
