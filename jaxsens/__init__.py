@@ -92,3 +92,23 @@ __all__ = [*_method_names,
     "weight_sums",
 ]
 __version__ = "0.1.0"
+
+# issue 12 pieces land one by one: resolved on first use (replaced by plain imports once all have landed)
+_LAZY = {
+    "compare": "jaxsens._compare",
+    "Comparison": "jaxsens._compare",
+    "load_comparison": "jaxsens._compare",
+    "activations": "jaxsens._inside",
+    "activation_stats": "jaxsens._inside",
+    "architecture": "jaxsens._inside",
+    "ActivationStats": "jaxsens._inside",
+    "LayerInfo": "jaxsens._inside",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jaxsens' has no attribute {name!r}")
