@@ -9,7 +9,7 @@ offers ``estimate(call)``, a cost estimate is printed before it starts. A new ro
 
 Outputs, each written atomically: ``importance.json`` (``result.save``), ``importance.csv`` (``result.to_frame()``,
 the tidy long table) and ``importance.png`` (``result.plot(top=--top)``); the printed table is
-``result.ranking()``.
+``result.ranking()``. ``--report PATH`` also writes one self-contained HTML report (:mod:`jaxsens._report`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ DEPRECATED_METHOD_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 _SHARED_DESTS = frozenset({
     "method", "out", "batch_size", "outputs", "seed", "nan_policy", "targets", "target_column", "feature_names",
     "quiet", "top", "no_plot", "no_header", "debug", "model", "data", "weights", "unsafe", "output",
-    "input_shape", "help",
+    "input_shape", "help", "report",
 })
 # Options that also take a callable from Python (declared ``str``): their command-line choices, by option name.
 _CLI_CHOICES = {"metric": "jaxsens._metrics.METRIC_CHOICES"}
@@ -245,6 +245,7 @@ def add_parsers(sub, add_model_args, load_model) -> None:
     add_model_args(p)
     p.add_argument("data", help="data: .npy (streamed), .npz, .csv, .parquet")
     _add_method_args(p, table)
+    _add_report_arg(p)
     p.set_defaults(fn=lambda args: _cmd_importance(args, load_model))
 
     p = sub.add_parser(
@@ -252,7 +253,13 @@ def add_parsers(sub, add_model_args, load_model) -> None:
         description=_description(table), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_method_args(p, table, out_default="jaxsens-demo")
+    _add_report_arg(p)
     p.set_defaults(fn=_cmd_demo)
+
+
+def _add_report_arg(p) -> None:
+    p.add_argument("--report", default=None, metavar="PATH.html",
+                   help="also write one self-contained HTML report (tables and plots inline, no network loads)")
 
 
 def _add_method_args(p, table: Mapping, out_default: str = ".") -> None:
@@ -295,6 +302,7 @@ def _cmd_importance(args, load_model) -> int:
     from jaxsens._io import output_folder
 
     with output_folder(args.out, option="--out", files=OUTPUT_FILES):  # checked and locked before any work
+        _check_report(args)
         return run_importance(args, load_model(args))
 
 
@@ -304,6 +312,7 @@ def _cmd_demo(args) -> int:
     from jaxsens._io import output_folder
 
     with output_folder(args.out, option="--out", files=OUTPUT_FILES):
+        _check_report(args)
         model = jaxsens.load_model(examples.default_model_path())
         args.data = examples.default_data_path()
         print(f"jaxsens demo: bundled model {os.path.basename(examples.default_model_path())} "
@@ -626,3 +635,28 @@ def _write_outputs(result, args) -> None:
         done = f" (written: {', '.join(written)})" if written else ""
         raise ArgumentError(f"--out {args.out!r}: could not write the results: {e.strerror or e}{done}") from None
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
+    if getattr(args, "report", None):
+        _write_report(result, args)
+
+
+def _check_report(args) -> None:
+    """``--report PATH``: refused before any work when it cannot be written."""
+    if getattr(args, "report", None):
+        from jaxsens._io import check_output_file
+
+        check_output_file(args.report, option="--report")
+
+
+def _write_report(result, args) -> None:
+    """``--report PATH``: the self-contained HTML report of ``result`` (:mod:`jaxsens._report`), atomically."""
+    from converters.errors import ArgumentError
+    from jaxsens import examples
+    from jaxsens._report import result_report
+
+    meta = {"model": getattr(args, "model", None) or examples.default_model_path(),
+            "data": args.data if isinstance(args.data, str) else "(in memory)", "method": args.method}
+    try:
+        result_report(result, top=max(int(args.top), 1), meta=meta).write(args.report)
+    except OSError as e:
+        raise ArgumentError(f"--report {args.report!r}: could not write the report: {e.strerror or e}") from None
+    print(f"wrote {args.report}")
