@@ -101,6 +101,7 @@ _LAZY = {
     "activations": "jaxsens._inside",
     "activation_stats": "jaxsens._inside",
     "architecture": "jaxsens._inside",
+    "architecture_frame": "jaxsens._inside",
     "ActivationStats": "jaxsens._inside",
     "LayerInfo": "jaxsens._inside",
 }

@@ -32,12 +32,14 @@ __all__ = [
     "N_BOOT",
     "CoMoments",
     "CorrelatedInputsWarning",
+    "Extrema",
     "Moments",
     "Total",
     "bootstrap_stderr",
     "comoments_of",
     "correlated_pairs",
     "correlation",
+    "extrema_of",
     "merge",
     "moments_of",
     "poisson_weights",
@@ -95,6 +97,20 @@ class Total:
     value: Any
 
 
+@_stat
+@dataclasses.dataclass(frozen=True)
+class Extrema:
+    """Element-wise minimum and maximum of a per-row value (``+inf`` / ``-inf`` where no row was summarised).
+
+    Attributes:
+        min: ``[*value_shape]``.
+        max: ``[*value_shape]``.
+    """
+
+    min: Any
+    max: Any
+
+
 def _expand(mask, ndim):
     return mask.reshape(mask.shape + (1,) * (ndim - 1))
 
@@ -140,6 +156,25 @@ def total_of(values, mask) -> Total:
     return Total(jnp.sum(jnp.where(_expand(mask, values.ndim), values, 0), axis=0))
 
 
+def extrema_of(values, mask) -> Extrema:
+    """Minimum and maximum of one chunk, element-wise over ``values[i]`` (rows with ``mask == False`` ignored).
+
+    Args:
+        values: ``[batch, *value_shape]``.
+        mask: ``[batch]`` bool.
+
+    Returns:
+        ``Extrema`` with ``min`` and ``max`` of shape ``value_shape`` (floating; a NaN in a valid row propagates).
+    """
+    values = jnp.asarray(values)
+    if not jnp.issubdtype(values.dtype, jnp.floating):
+        values = values.astype(jnp.float32)
+    m = _expand(mask, values.ndim)
+    return Extrema(
+        jnp.min(jnp.where(m, values, jnp.inf), axis=0), jnp.max(jnp.where(m, values, -jnp.inf), axis=0)
+    )
+
+
 # ------------------------------------------------------------------------------------------ merging
 def _merge_moments(a: Moments, b: Moments) -> Moments:
     if b.count == 0:
@@ -167,7 +202,11 @@ def _merge_total(a: Total, b: Total) -> Total:
     return Total(a.value + b.value)
 
 
-_MERGE = {Moments: _merge_moments, CoMoments: _merge_comoments, Total: _merge_total}
+def _merge_extrema(a: Extrema, b: Extrema) -> Extrema:
+    return Extrema(np.minimum(a.min, b.min), np.maximum(a.max, b.max))  # NaN propagates, as in extrema_of
+
+
+_MERGE = {Moments: _merge_moments, CoMoments: _merge_comoments, Total: _merge_total, Extrema: _merge_extrema}
 
 
 def _is_stat(x) -> bool:
