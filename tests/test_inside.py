@@ -117,17 +117,16 @@ def test_layers_are_selected_by_name_or_index_in_graph_order(seed003):
 
 
 def test_recorded_parameter_counts_take_precedence_over_the_graph():
-    """tf2onnx drops an all-zero bias (an untrained Keras Dense) from the graph; a converter-recorded count wins."""
+    """tf2onnx drops an all-zero bias (an untrained Keras Dense) from the graph; the Keras converter records Keras'
+    own count_params() in the metadata, and that count wins over the graph's initializers."""
     keras_model = K.Sequential([K.Input((4,)), K.layers.Dense(3, name="d")])  # bias initialised to zeros
     proto = keras_to_onnx(keras_model)
-    assert (
-        jaxsens.architecture(jaxsens.Model.from_onnx(proto))[1].n_params == 12
-    )  # W only: no bias in the graph
-    proto.metadata_props.add(
-        key=LAYER_PARAMS_KEY, value=json.dumps({"d": keras_model.get_layer("d").count_params()})
-    )
-    assert jaxsens.architecture(jaxsens.Model.from_onnx(proto))[1].n_params == 15
-    proto.metadata_props[-1].value = json.dumps({"d": -1})
+    assert jaxsens.architecture(jaxsens.Model.from_onnx(proto))[1].n_params == keras_model.get_layer("d").count_params() == 15
+    recorded = [p for p in proto.metadata_props if p.key == LAYER_PARAMS_KEY]
+    assert len(recorded) == 1
+    recorded[0].value = json.dumps({})  # no recorded count: the graph's own (W only, no bias in the graph)
+    assert jaxsens.architecture(jaxsens.Model.from_onnx(proto))[1].n_params == 12
+    recorded[0].value = json.dumps({"d": -1})
     with pytest.raises(ModelFileError, match="layer_params"):
         jaxsens.architecture(jaxsens.Model.from_onnx(proto))
 
