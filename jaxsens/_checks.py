@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.errors import ArgumentError
+from converters.errors import ArgumentError, JaxsensError
 from jaxsens import _engine
 
 __all__ = ["check_model"]
@@ -27,7 +27,7 @@ _WHAT = {  # what each family does to an input's values, for the refusal of inte
 
 
 def check_model(model, method: str, *, family: str, multi_input: bool = False,
-                integer_inputs: bool = False) -> tuple[tuple[int, ...], ...]:
+                integer_inputs: bool = False, wrt: str | None = None) -> tuple[tuple[int, ...], ...]:
     """Refuse a model ``method`` cannot explain truthfully; returns the per-sample shape of each input.
 
     Args:
@@ -38,6 +38,8 @@ def check_model(model, method: str, *, family: str, multi_input: bool = False,
         multi_input: whether the method handles several model inputs.
         integer_inputs: whether the method's perturbation is defined for integer inputs (token ids): only
             discrete ones (values permuted across rows) are; noise, means, grids and derivatives of ids are not.
+        wrt: a gradient method differentiating with respect to this layer's output, not the inputs: integer
+            inputs are then fine and the inputs' own derivative is not checked.
     """
     names, shapes, _ = _engine.model_inputs(model)
     if len(shapes) > 1 and not multi_input:
@@ -53,7 +55,7 @@ def check_model(model, method: str, *, family: str, multi_input: bool = False,
                 f"shape {shape}"
             )
     ints = _engine.integer_inputs(model)
-    if ints and not integer_inputs:
+    if ints and not integer_inputs and wrt is None:
         name, dtype = ints[0]
         more = f" (also {[n for n, _ in ints[1:]]})" if len(ints) > 1 else ""
         raise ArgumentError(
@@ -61,12 +63,12 @@ def check_model(model, method: str, *, family: str, multi_input: bool = False,
             f"{name!r} of dtype {dtype}{more} (e.g. token ids feeding an Embedding / Gather: 17.3 is not an id, "
             "and the derivative through an id is 0 everywhere). Use permutation_importance(), whose discrete "
             "perturbation (ids permuted across rows) is defined for integer inputs"
-            + ("; differentiating with respect to the embedding output is not available yet" if family == "gradient"
-               else "")
+            + (f"; or differentiate with respect to the embedding output: {_wrt_hint(model)}"
+               if family == "gradient" else "")
             + ". If the values are really continuous, export the model with a float input"
         )
     shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-    if family == "gradient":
+    if family == "gradient" and wrt is None:
         cut = _cut_inputs(model, shapes)
         if cut:
             raise ArgumentError(
@@ -74,10 +76,24 @@ def check_model(model, method: str, *, family: str, multi_input: bool = False,
                 "the output only through operations without a derivative (a Cast to an integer type, e.g. token "
                 "ids in a float input feeding an Embedding / Gather, or Round / Floor / ArgMax): its derivative is "
                 "0 everywhere although the output depends on it. Use permutation_importance(), the perturbation "
-                "method that defines a discrete perturbation for ids (permuted across rows); differentiating with respect "
-                "to the embedding output is not available yet"
+                "method that defines a discrete perturbation for ids (permuted across rows), or differentiate with "
+                f"respect to the embedding output: {_wrt_hint(model)}"
             )
     return shapes
+
+
+def _wrt_hint(model) -> str:
+    """``jacobian_importance(model, data, wrt="<first float layer>")`` and the candidate layers (floating-point
+    layer outputs, the model's output layer left out), for the refusal of token ids."""
+    try:
+        structs = model.layer_structs(caller="jacobian_importance()")
+    except JaxsensError:  # a wrapped function has no layers: the hint stays generic
+        structs = {}
+    floats = [n for n, s in structs.items() if jnp.issubdtype(s.dtype, jnp.floating)][:-1]
+    if not floats:
+        return "jacobian_importance(model, data, wrt=LAYER) with LAYER a floating-point layer of a converted model"
+    shown = floats[:8] + (["..."] if len(floats) > 8 else [])
+    return f"jacobian_importance(model, data, wrt={floats[0]!r}) (floating-point layers: {', '.join(shown)})"
 
 
 _CUT_CACHE: dict = {}

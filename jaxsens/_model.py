@@ -364,6 +364,49 @@ class Model:
         out = _intermediates(self, xs, names)
         return {k: np.asarray(out[k]) for k in names}  # layer order (jit returns dicts sorted by key)
 
+    def layer_shape(self, name: str) -> tuple[int, ...]:
+        """The per-sample shape of layer ``name`` (as :meth:`intermediates` gives it without the batch axis), found
+        with ``jax.eval_shape`` (nothing is computed).
+
+        Example:
+            >>> import jaxsens
+            >>> m = jaxsens.load_model(jaxsens.examples.default_model_path())
+            >>> m.layer_shape(m.layer_names[0])
+            (64,)
+        """
+        return tuple(int(d) for d in self.layer_structs((name,), caller="layer_shape()")[name].shape)
+
+    def layer_structs(self, names: Sequence[str] | None = None, *, caller: str = "layer_structs()"
+                      ) -> dict[str, jax.ShapeDtypeStruct]:
+        """``{name: jax.ShapeDtypeStruct}``: per-sample shape and dtype of each layer (every layer by default; a
+        graph tensor's name is accepted too), from one abstract trace of :meth:`intermediates`. ``caller`` names
+        the call in errors (e.g. ``"jacobian_importance(wrt='dense')"``).
+
+        Raises:
+            ArgumentError: a model that wraps a plain function (it has no layers to name), an unknown layer (the
+                message lists ``layer_names``).
+        """
+        fn = self.apply
+        if not hasattr(fn, "intermediates"):
+            raise ArgumentError(
+                f"{caller} needs a model converted from ONNX / Keras (load_model / Model.from_keras), whose layers "
+                f"have names; this one wraps a plain function ({self.source or fn!r})"
+            )
+        names = tuple(self.layer_names if names is None else names)
+        unknown = [n for n in names if n not in self.layer_names and n not in _tensor_names(fn)
+                   and n not in self.input_names]
+        if unknown:
+            raise ArgumentError(
+                f"{caller}: no layer named {', '.join(map(repr, unknown))}; the model's layers are "
+                f"{list(self.layer_names)}"
+            )
+        _, shapes, dtypes = _engine_inputs(self)
+        structs = tuple(jax.ShapeDtypeStruct(s, jax.dtypes.canonicalize_dtype(d)) for s, d in zip(shapes, dtypes))
+        params = jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v), v.dtype), self.params)
+        x = structs if self.n_inputs > 1 else structs[0]
+        out = jax.eval_shape(lambda p, v: fn.intermediates(p, v, names), params, x)
+        return {n: out[n] for n in names}
+
 
 def _input_shapes(fn, input_shape) -> list[tuple[int, ...]]:
     """Per-sample input shapes: the graph's declared shapes without the batch axis, or ``input_shape``."""
@@ -530,6 +573,12 @@ def _op_types(fn) -> dict[str, str]:
             if isinstance(value, onnx.GraphProto):
                 visit(value)
     return out
+
+
+def _engine_inputs(model):
+    from jaxsens._engine import model_inputs
+
+    return model_inputs(model)
 
 
 def _tensor_names(fn) -> set[str]:

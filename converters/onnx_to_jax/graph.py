@@ -850,12 +850,14 @@ class OnnxFunction:
             return self._layers[name]
         return name  # a raw tensor name
 
-    def run(self, params: Mapping[str, Any], inputs: Mapping[str, Any], want: Sequence[str]) -> dict[str, Any]:
-        """Evaluate the graph on batched ``inputs`` and return the tensors named in ``want``."""
+    def run(self, params: Mapping[str, Any], inputs: Mapping[str, Any], want: Sequence[str], *,
+            offsets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Evaluate the graph on batched ``inputs`` and return the tensors named in ``want``; ``offsets``
+        (tensor name -> array) are added to those tensors as they are computed (see :meth:`apply_offset`)."""
         env: dict[str, Any] = dict(self.consts)
         env.update(params)
         env.update(inputs)
-        env = _run_nodes(self.nodes, env, self.opset, unroll=self.unroll)
+        env = _run_nodes(self.nodes, env, self.opset, unroll=self.unroll, offsets=offsets)
         missing = [w for w in want if w not in env]
         if missing:
             raise ArgumentError(f"no tensor named {missing} in the graph; layers: {list(self.layer_names)}")
@@ -869,13 +871,7 @@ class OnnxFunction:
     def __call__(self, params, x):
         """Per-sample call: ``x`` is one sample (an array, or a tuple / dict for several inputs)."""
         xs = _per_sample_inputs(self, x)
-        out = self.apply_batch(params, *xs)
-        if not np.ndim(out) or np.shape(out)[0] != 1:
-            raise ConversionError(
-                f"one sample gives output {self.output!r} of shape {tuple(np.shape(out))}: the graph does not keep "
-                f"the batch axis (a batch of one must give one row, e.g. a bias with several rows broadcasts it)"
-            )
-        return out[0]
+        return _unbatch_output(self, self.apply_batch(params, *xs))
 
     def intermediates(self, params, x, names: Sequence[str] | None = None) -> dict[str, Any]:
         """Per-sample layer outputs ``{name: array}`` (every layer when ``names`` is None)."""
@@ -885,6 +881,27 @@ class OnnxFunction:
         tensors = [self.layer_tensor(n) for n in names]
         out = self.run(params, inputs, tensors)
         return {n: _unbatch(out[t]) for n, t in zip(names, tensors)}
+
+    def apply_offset(self, params, x, offsets: Mapping[str, Any]):
+        """Per-sample call with each offset ADDED to its tensor right after the node producing it runs (or to the
+        graph input itself): ``f(x; h + d)``. The derivative with respect to ``d`` at ``d = 0`` is the derivative
+        of the output with respect to the layer's units ``h`` (hidden-unit sensitivity).
+
+        Args:
+            params: the weights (as for :meth:`__call__`).
+            x: one sample (an array, or a tuple / dict for several inputs).
+            offsets: ``{name: d}``, ``name`` a layer name (:attr:`layer_names`) or a tensor name, ``d`` of the
+                tensor's per-sample shape (the graph computes the tensor with a batch axis of 1: ``d`` is reshaped
+                to it); the offset must hold as many values as the tensor.
+
+        Returns:
+            The chosen output for the sample, as :meth:`__call__` returns it.
+        """
+        tensors = {self.layer_tensor(name): d for name, d in offsets.items()}
+        xs = _per_sample_inputs(self, x)
+        inputs = {n: _as_input(v, dt) for n, v, dt in zip(self.input_names, xs, self.input_dtypes)}
+        out = self.run(params, inputs, [self.output], offsets=tensors)[self.output]
+        return _unbatch_output(self, out)
 
 
 def check_unroll(steps) -> int | None:
@@ -989,6 +1006,16 @@ def _check_node_attributes(nodes: Sequence[_Node]) -> None:
             )
 
 
+def _unbatch_output(fn: OnnxFunction, out):
+    """The output of a batch of one sample without its batch axis (refused when the graph dropped that axis)."""
+    if not np.ndim(out) or np.shape(out)[0] != 1:
+        raise ConversionError(
+            f"one sample gives output {fn.output!r} of shape {tuple(np.shape(out))}: the graph does not keep "
+            f"the batch axis (a batch of one must give one row, e.g. a bias with several rows broadcasts it)"
+        )
+    return out[0]
+
+
 def _unbatch(v):
     import jax.numpy as jnp
 
@@ -1012,9 +1039,8 @@ def _per_sample_inputs(fn: OnnxFunction, x) -> list:
 
 
 def _as_input(x, dtype):
-    import jax.numpy as jnp
-
     import jax
+    import jax.numpy as jnp
 
     x = jnp.asarray(x)
     if dtype.kind not in "fiub":
@@ -1023,11 +1049,17 @@ def _as_input(x, dtype):
     return x.astype(dtype) if x.dtype != dtype else x
 
 
-def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int, *, unroll: int | None = None) -> dict[str, Any]:
+def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int, *, unroll: int | None = None,
+               offsets: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``nodes`` in order over ``env`` (tensor name -> value); ``unroll`` is handed to every op (and to
-    sub-graphs) through :class:`OpContext`."""
+    sub-graphs) through :class:`OpContext`. ``offsets`` (tensor name -> array) are added to their tensors: a
+    graph input (or any tensor already in ``env``) before the first node, a node's output right after it runs,
+    so every consumer sees ``h + d``; each offset is reshaped to its tensor's shape (a batch axis of 1)."""
     import jax
 
+    offsets = dict(offsets or {})
+    for name in [n for n in offsets if n in env]:
+        env[name] = _add_offset(env[name], offsets.pop(name), name)
     for node in nodes:
         args = [env[i] if i else None for i in node.inputs]
         ctx = OpContext(
@@ -1054,8 +1086,32 @@ def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int, *, unrol
         outs = out if isinstance(out, tuple | list) else (out,)
         for name, value in zip(node.outputs, outs):
             if name:
-                env[name] = value
+                env[name] = _add_offset(value, offsets.pop(name), name) if name in offsets else value
+    if offsets:
+        raise ArgumentError(
+            f"offsets for {sorted(offsets)}: no such tensor in the graph (not a graph input, nor produced by a node); "
+            f"pass a layer name or the name of a tensor the graph computes"
+        )
     return env
+
+
+def _add_offset(value, offset, name: str):
+    """``value + offset``, the offset reshaped to the tensor's shape (a per-sample offset on a batch of one)."""
+    import jax.numpy as jnp
+
+    value = jnp.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise ArgumentError(
+            f"tensor {name!r} holds {value.dtype} values (e.g. token ids): an offset (a derivative) has no meaning "
+            f"there; choose a floating-point tensor downstream (e.g. the embedding output)"
+        )
+    offset = jnp.asarray(offset)
+    if offset.size != value.size:
+        raise ArgumentError(
+            f"the offset for tensor {name!r} has shape {tuple(offset.shape)}, but the tensor has shape "
+            f"{tuple(value.shape)} (with the batch axis of one sample); give one value per unit of the tensor"
+        )
+    return value + jnp.reshape(offset, value.shape).astype(value.dtype)
 
 
 def _subgraph_runner(env, opset, unroll=None):
