@@ -62,12 +62,19 @@ def _per_sample(model, outputs):
     return lambda x: jax.jacrev(f)(x) * x[None]
 
 
+def _rows(model, xs, mask, row_index, *, outputs):
+    """The kernel's summaries and the per-row ``|a|`` ``[batch, k, *input_shape]`` (the ``rows`` hook of
+    :class:`jaxsens._method.Method`: :func:`jaxsens.compare` pairs versions row by row)."""
+    del row_index  # deterministic
+    a = jax.vmap(_per_sample(model.with_unroll(0), outputs))(xs)  # [batch, k, *input_shape]
+    abs_a = jnp.abs(a)
+    return {"abs": _stats.moments_of(abs_a, mask), "signed": _stats.moments_of(a, mask)}, abs_a
+
+
 @functools.partial(jax.jit, static_argnames=("outputs",))
 def _kernel(model, xs, mask, row_index, *, outputs):
     """Per chunk: moments of the attribution and of its absolute value."""
-    del row_index  # deterministic
-    a = jax.vmap(_per_sample(model.with_unroll(0), outputs))(xs)  # [batch, k, *input_shape]
-    return {"abs": _stats.moments_of(jnp.abs(a), mask), "signed": _stats.moments_of(a, mask)}
+    return _rows(model, xs, mask, row_index, outputs=outputs)[0]
 
 
 def _prepare(call: Call) -> Plan:
@@ -123,6 +130,7 @@ SPEC = Method(
     prepare=_prepare,
     kernel=_kernel,
     finalize=_finalize,
+    rows=_rows,
 )
 
 gradient_x_input = SPEC.as_function()

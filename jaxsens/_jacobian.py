@@ -21,6 +21,7 @@ import numpy as np
 from converters.errors import ArgumentError
 from jaxsens import _engine, _stats
 from jaxsens._checks import check_model
+from jaxsens._data import chunk_dtype
 from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._model import Model, apply_rows
 from jaxsens._results import Result, Results, result_class
@@ -34,23 +35,46 @@ _MAX_CORRELATED_FEATURES = 1024
 _CORRELATION_THRESHOLD = 0.9
 
 
-def _per_sample_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None, sums_to_one: bool = False):
+def _per_sample_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None, sums_to_one: bool = False,
+                         wrt: str | None = None):
     """``x -> J(x)`` of shape ``[n_selected_outputs, *input_shape]`` for one sample (for several inputs ``x`` is a
     tuple and ``J(x)`` the tuple of ``[n_selected_outputs, *input_shape_i]``).
 
     With ``sums_to_one`` (all outputs of a softmax head: ``sum_k f_k(x) = 1`` for every ``x``) the rows of ``J``
     sum to zero, so reverse mode pulls back only ``K - 1`` rows and the last is minus their sum: one backward pass
     fewer per sample (a 2-class classifier costs 2 instead of 3 forward-pass equivalents).
+
+    With ``wrt`` (a layer of a converted model) ``J(x) = d f(x; h + d) / d d`` at ``d = 0``, ``h`` the layer's
+    output (:meth:`~converters.onnx_to_jax.graph.OnnxFunction.apply_offset`): ``[n_selected_outputs,
+    *layer_shape]``, the sensitivity of the outputs to the layer's units.
     """
+    if wrt is not None:
+        layer = model.layer_structs((wrt,), caller=f"jacobian_importance(wrt={wrt!r})")[wrt]
+
+        def jac_wrt(x):
+            def g(d):
+                y = jnp.ravel(model.apply.apply_offset(model.params, x, {wrt: d}))
+                return y if outputs is None else y[np.asarray(outputs)]
+
+            # no sums_to_one shortcut: an offset on the softmax output itself breaks sum_k f_k = 1
+            return _derivative(g, mode, False)(jnp.zeros(layer.shape, layer.dtype))
+
+        return jac_wrt
 
     def f(x):
         y = jnp.ravel(model.apply(model.params, x))
         return y if outputs is None else y[np.asarray(outputs)]
 
-    if mode == "reverse" and sums_to_one and outputs is None:
+    return _derivative(f, mode, sums_to_one and outputs is None)
 
-        def jac(x):  # x: one array, or a tuple of arrays (one per input)
-            head = jax.jacrev(lambda v: f(v)[:-1])(x)
+
+def _derivative(f, mode: str, rows_sum_to_zero: bool):
+    """``jax.jacrev(f)`` or ``jax.jacfwd(f)``; with ``rows_sum_to_zero`` reverse mode pulls back all rows but the
+    last, which is minus their sum (``v`` one array, or a tuple of arrays)."""
+    if mode == "reverse" and rows_sum_to_zero:
+
+        def jac(v):
+            head = jax.jacrev(lambda u: f(u)[:-1])(v)
             return jax.tree.map(
                 lambda h: jnp.concatenate([h, -jnp.sum(h, axis=0, keepdims=True)], axis=0), head
             )
@@ -97,46 +121,67 @@ def _batch_jacobian(model: Model, mode: str, outputs: tuple[int, ...] | None, su
 
 
 def chunk_jacobians(model: Model, xs, *, mode: str, outputs: tuple[int, ...] | None, precision: str = "float32",
-                    sums_to_one: bool = False):
+                    sums_to_one: bool = False, wrt: str | None = None):
     """The per-sample Jacobians of one chunk, ``[batch, n_selected_outputs, *input_shape]`` (a tuple of those, one
     per input, when ``xs`` is a tuple): the first step of the Jacobian kernel, public for the methods built on the
     same derivatives (PaD). Call it inside ``jax.jit`` with ``mode`` / ``outputs`` / ``precision`` /
-    ``sums_to_one`` static, as :data:`SPEC`'s ``prepare`` resolves them (``plan.static``).
+    ``sums_to_one`` / ``wrt`` static, as :data:`SPEC`'s ``prepare`` resolves them (``plan.static``).
+
+    ``wrt``: a layer name (``model.layer_names``) to differentiate with respect to that layer's output instead of
+    the inputs: ``[batch, n_selected_outputs, *layer_shape]`` (per sample through ``vmap``, also for batched
+    graphs); ``None``: the inputs.
     """
     # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
     model = model.with_unroll(0)  # explicit, static: part of the compile key
     with jax.default_matmul_precision(precision):
-        if model.batched:  # static: part of the model's pytree metadata
+        if model.batched and wrt is None:  # static: part of the model's pytree metadata
             return _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]
-        return jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one))(xs)
+        return jax.vmap(_per_sample_jacobian(model, mode, outputs, sums_to_one, wrt))(xs)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one"))
+@functools.partial(jax.jit, static_argnames=("mode", "outputs", "correlate", "precision", "sums_to_one", "wrt"))
 def _jacobian_kernel(
-    model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False
+    model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False, wrt=None
 ):
     """Per-chunk summaries: moments of ``J`` and ``|J|``, of their sums over time, and of the inputs.
 
     For several inputs ``xs`` is a tuple of chunks and ``correlate`` a tuple of flags; the result is a tuple of
-    per-input summaries (each input's block of the Jacobian, from one pass through the model).
+    per-input summaries (each input's block of the Jacobian, from one pass through the model). With ``wrt`` the
+    Jacobian is with respect to that layer's units (``[B, k, *layer_shape]``).
     """
     del row_index  # deterministic method: no per-row randomness
-    jac = chunk_jacobians(model, xs, mode=mode, outputs=outputs, precision=precision, sums_to_one=sums_to_one)
+    jac = chunk_jacobians(model, xs, mode=mode, outputs=outputs, precision=precision, sums_to_one=sums_to_one,
+                          wrt=wrt)
     if isinstance(xs, tuple):
         return tuple(_input_stats(j, x, mask, c) for j, x, c in zip(jac, xs, correlate))
     return _input_stats(jac, xs, mask, correlate)
 
 
+def _jacobian_rows(model: Model, xs, mask, row_index, *, mode, outputs, correlate, precision, sums_to_one=False,
+                   **rest):
+    """:func:`_jacobian_kernel`'s summaries and the per-row ``|J|`` ``[batch, k, *input_shape]`` (a tuple, one
+    per input, for several inputs), from one Jacobian: the ``rows`` hook of :class:`jaxsens._method.Method`, with
+    which :func:`jaxsens.compare` pairs versions row by row. Not jitted: called inside the caller's kernel."""
+    del row_index  # deterministic method: no per-row randomness
+    jac = chunk_jacobians(model, xs, mode=mode, outputs=outputs, precision=precision, sums_to_one=sums_to_one,
+                          **rest)
+    if isinstance(xs, tuple):
+        stats = tuple(_input_stats(j, x, mask, c) for j, x, c in zip(jac, xs, correlate))
+        return stats, tuple(jnp.abs(j) for j in jac)
+    return _input_stats(jac, xs, mask, correlate), jnp.abs(jac)
+
+
 def _input_stats(jac, xs, mask, correlate: bool) -> dict:
-    """Moments of one input's Jacobian block ``[B, k, *input_shape]`` and of the input ``[B, *input_shape]``."""
+    """Moments of one input's Jacobian block ``[B, k, *input_shape]`` (``*layer_shape`` with ``wrt``) and of the
+    input ``[B, *input_shape]`` (as float32: token ids too)."""
     abs_jac = jnp.abs(jac)
     stats = {"jac": _stats.moments_of(jac, mask), "abs": _stats.moments_of(abs_jac, mask)}
-    if xs.ndim > 2:  # sequence / image inputs: the per-feature aggregate over the leading input axes
+    if jac.ndim > 3:  # sequence / image inputs (or layers): the per-feature aggregate over the leading axes
         lead = tuple(range(2, jac.ndim - 1))
         stats["agg"] = _stats.moments_of(jnp.sum(jac, axis=lead), mask)
         stats["agg_abs"] = _stats.moments_of(jnp.sum(abs_jac, axis=lead), mask)
     n_features = xs.shape[-1]
-    rows = xs.reshape(-1, n_features)  # every (sample, time step) is an observation of the features
+    rows = xs.reshape(-1, n_features).astype(jnp.float32)  # every (sample, time step) observes the features
     row_mask = jnp.repeat(mask, rows.shape[0] // xs.shape[0])
     stats["x"] = _stats.moments_of(rows, row_mask)
     if correlate:
@@ -212,11 +257,16 @@ class JacobianImportance(Result):
 
     @property
     def importance_label(self) -> str:
+        wrt = (self.options or {}).get("wrt")
+        if wrt is not None:
+            return f"mean |dy/dh|, h = layer {wrt}"
         return "mean |dy/dx| x std(x)" if self.scale == "std" else "mean |dy/dx|"
 
 
 def _prepare(call: Call) -> Plan:
     model, opts = call.model, call.options
+    if opts.get("wrt") is not None:  # PaD reuses this step with its own options (no wrt)
+        return _prepare_wrt(call)
     shapes = check_model(model, "jacobian_importance", family="gradient", multi_input=True)
     selected = call.outputs
     n_selected = model.n_outputs if selected is None else len(selected)
@@ -230,10 +280,57 @@ def _prepare(call: Call) -> Plan:
         "correlate": correlate if len(shapes) > 1 else correlate[0],
         "precision": opts["precision"],
         "sums_to_one": bool(model.outputs_sum_to_one),
+        "wrt": None,
     }
     per_sample = None if call.batch_size is not None else _bytes_per_sample(model, resolved, selected)
     return Plan(state=model, static=static, bytes_per_sample=per_sample,
-                context={"shapes": shapes, "mode": resolved, "correlate": correlate})
+                context={"shapes": shapes, "mode": resolved, "correlate": correlate},
+                rows_ok=opts.get("scale") is None)  # PaD's options have no scale
+
+
+def _prepare_wrt(call: Call) -> Plan:
+    """``wrt=LAYER``: the Jacobian with respect to a layer's units (one input, a float layer, no ``scale``)."""
+    model, opts, wrt = call.model, call.options, call.options["wrt"]
+    where = f"jacobian_importance(wrt={wrt!r})"
+    if opts["scale"] is not None:
+        raise ArgumentError(
+            f"{where}: scale={opts['scale']!r} multiplies by the inputs' standard deviations, which says nothing "
+            f"about the units of layer {wrt!r}; leave scale=None with wrt="
+        )
+    if model.n_inputs > 1:
+        raise ArgumentError(
+            f"{where} handles a model with one input; this one has {model.n_inputs} inputs "
+            f"{list(model.input_names)}. Leave wrt=None to differentiate with respect to every input"
+        )
+    layer = model.layer_structs((wrt,), caller=where)[wrt]  # a wrapped function, an unknown layer: refused
+    if not jnp.issubdtype(layer.dtype, jnp.floating):
+        structs = model.layer_structs(caller=where)
+        floats = [n for n, s in structs.items() if jnp.issubdtype(s.dtype, jnp.floating)]
+        raise ArgumentError(
+            f"{where}: layer {wrt!r} holds {layer.dtype} values (e.g. token ids), which have no derivative; "
+            f"choose a floating-point layer downstream, one of {floats}"
+        )
+    layer_shape = tuple(int(d) for d in layer.shape)
+    if not layer_shape:
+        raise ArgumentError(f"{where}: layer {wrt!r} holds one value per sample (shape ()); choose a layer with units")
+    shapes = check_model(model, "jacobian_importance", family="gradient", wrt=wrt)  # integer inputs are fine here
+    selected = call.outputs
+    n_selected = model.n_outputs if selected is None else len(selected)
+    mode = opts["mode"]
+    resolved = ("reverse" if n_selected < math.prod(layer_shape) else "forward") if mode == "auto" else mode
+    static = {
+        "mode": resolved,
+        "outputs": selected,
+        "correlate": False,
+        "precision": opts["precision"],
+        "sums_to_one": False,  # an offset on the softmax output itself breaks sum_k f_k = 1
+        "wrt": wrt,
+    }
+    per_sample = None if call.batch_size is not None else _bytes_per_sample(model, resolved, selected, wrt,
+                                                                            math.prod(layer_shape))
+    return Plan(state=model, static=static, bytes_per_sample=per_sample,
+                context={"shapes": shapes, "mode": resolved, "correlate": (False,), "wrt": wrt,
+                         "layer_shape": layer_shape})
 
 
 def _finalize_result(stats, info, plan: Plan, call: Call):
@@ -241,6 +338,10 @@ def _finalize_result(stats, info, plan: Plan, call: Call):
     shapes = ctx["shapes"]
     outs = output_names(model, call.outputs)
     common = {"output_names": outs, "mode": ctx["mode"], "scale": call.options["scale"], "options": call.record()}
+    if ctx.get("wrt") is not None:  # the layer's units are the features: "<layer>[i]" along its last axis
+        wrt, shape = ctx["wrt"], ctx["layer_shape"]
+        names = tuple(f"{wrt}[{i}]" for i in range(shape[-1]))
+        return _result(stats, info, names, shape, False, wrt=wrt, **common)
     if len(shapes) == 1:
         names = info.feature_names or model.feature_names or tuple(f"x{i}" for i in range(shapes[0][-1]))
         return _result(stats, info, names, shapes[0], ctx["correlate"][0], **common)
@@ -278,10 +379,23 @@ SPEC = Method(
     ``correlated_pairs`` are per input. ``mode="auto"`` compares the explained outputs with the input elements
     of all inputs together.
 
+    **Hidden units** (``wrt="LAYER"``, a name of ``model.layer_names``, converted models with one input): the
+    outputs are differentiated with respect to that layer's units instead of the inputs,
+    :math:`J(x) = \partial f(x; h + d) / \partial d` at :math:`d = 0`, ``h`` the layer's output for sample ``x``
+    (the offset ``d`` is added right after the node computing ``h``, so every consumer of the layer sees it):
+    ``importance`` is ``[n_outputs, *layer_shape]`` (``model.layer_shape("LAYER")``), the features are the units
+    ``"LAYER[i]"`` along the layer's last axis and ``input_shape`` is the layer's shape. For ``Dense`` layers
+    ``y = W_out^T h + b`` after the layer it is exactly ``|W_out|^T`` for every sample; through non-linear
+    layers it varies with ``x``. ``scale="std"`` is refused with ``wrt`` (it scales by the inputs' standard
+    deviations), the input statistics (``input_mean``, ``correlated_pairs``) are not reported, and
+    ``mode="auto"`` compares the outputs with the layer's size.
+
     **Integer inputs** (token ids feeding an ``Embedding`` / ``Gather``, declared integer or bool in the model)
-    have no derivative: they are refused (:class:`~jaxsens.ArgumentError`); use
+    have no derivative: with ``wrt=None`` they are refused (:class:`~jaxsens.ArgumentError`, naming the
+    floating-point layers to pass as ``wrt``). Differentiate with respect to the embedding output instead,
+    ``wrt="embedding"`` (its Keras layer name): ``[n_outputs, seq_len, embedding_dim]``; or use
     :func:`jaxsens.permutation_importance`, whose discrete perturbation (ids permuted across rows) is defined
-    for them. Differentiating with respect to the embedding output is not available yet.
+    for the ids themselves.
 
     Args (besides the shared ones, see below):
         model: a :class:`jaxsens.Model` with floating-point inputs (one, or several).
@@ -302,7 +416,8 @@ SPEC = Method(
         listed in ``correlated_pairs`` and reported with a :class:`jaxsens._stats.CorrelatedInputsWarning`.
 
     Raises:
-        ArgumentError: bad option values; an integer / bool model input.
+        ArgumentError: bad option values; an integer / bool model input (without ``wrt``); ``wrt`` naming no
+            layer (the message lists them), a model wrapping a plain function, several inputs, or ``scale``.
         DataError: data whose shape does not match ``model.input_shape``, NaN / Inf rows
             (``nan_policy="raise"``), no usable rows, inputs whose row counts differ.
 
@@ -323,17 +438,21 @@ SPEC = Method(
         Option("scale", str, None, "std: report statistics of J_ij * std(x_j) (unit-free)", choices=("std",)),
         Option("precision", str, "float32", "matmul precision in the kernel (tensorfloat32 / bfloat16: faster "
                "on GPUs, ~1e-3 relative error)", choices=_PRECISIONS),
+        Option("wrt", str, None, "a layer name (model.layer_names): differentiate with respect to that layer's "
+               "units instead of the inputs (e.g. an Embedding's output for token ids)"),
     ),
     prepare=_prepare,
     kernel=_jacobian_kernel,
     finalize=_finalize_result,
+    rows=_jacobian_rows,
     multi_input=True,
 )
 
 
-def _result(stats, info, feature_names, input_shape, correlate, *, output_names, mode, scale, options
+def _result(stats, info, feature_names, input_shape, correlate, *, output_names, mode, scale, options, wrt=None
             ) -> JacobianImportance:
-    """One input's :class:`JacobianImportance` from its merged statistics."""
+    """One input's :class:`JacobianImportance` from its merged statistics (with ``wrt``: the layer's, whose
+    input statistics are not reported)."""
     n_features = input_shape[-1]
     input_std = _stats.std(stats["x"])
     s = _stats.scale_std(stats["x"], feature_names) if scale == "std" else np.ones(n_features)
@@ -360,25 +479,28 @@ def _result(stats, info, feature_names, input_shape, correlate, *, output_names,
         options=options,
         mode=mode,
         scale=scale,
-        input_mean=np.asarray(stats["x"].mean, np.float64),
-        input_std=input_std,
-        correlated_pairs=pairs,
+        input_mean=None if wrt else np.asarray(stats["x"].mean, np.float64),
+        input_std=None if wrt else input_std,
+        correlated_pairs=None if wrt else pairs,
         time_aggregate=aggregate,
     )
 
 
-def _bytes_per_sample(model: Model, mode: str, outputs: tuple[int, ...] | None) -> int:
-    """Memory bound for one sample in the kernel (traced once per architecture, then cached)."""
+def _bytes_per_sample(model: Model, mode: str, outputs: tuple[int, ...] | None, wrt: str | None = None,
+                      layer_size: int = 0) -> int:
+    """Memory bound for one sample in the kernel (traced once per architecture, then cached); with ``wrt``, the
+    Jacobian has ``layer_size`` columns."""
     n_selected = model.n_outputs if outputs is None else len(outputs)
-    _, shapes, _ = _engine.model_inputs(model)
-    example = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
+    _, shapes, dtypes = _engine.model_inputs(model)
+    # the chunks' dtypes: float32; int32 / bool for token ids (with wrt=; otherwise integer inputs are refused)
+    example = tuple(jax.ShapeDtypeStruct(s, chunk_dtype(d)) for s, d in zip(shapes, dtypes))
     per_sample = _engine.model_bytes_per_sample(
         model,
-        ("jacobian", mode, outputs),
-        _per_sample_jacobian(model, mode, outputs),
+        ("jacobian", mode, outputs, wrt),
+        _per_sample_jacobian(model, mode, outputs, wrt=wrt),
         example if len(shapes) > 1 else example[0],
     )
-    n_in = sum(math.prod(s) for s in shapes)
+    n_in = sum(math.prod(s) for s in shapes) if wrt is None else layer_size
     return per_sample + 6 * 4 * n_selected * n_in  # J, |J| and the moments' deviations
 
 

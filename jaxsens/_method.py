@@ -177,6 +177,9 @@ class Plan:
         context: anything ``finalize`` needs (host values).
         data: the data to stream (default: the call's data).
         targets: the targets to stream with it, or ``None``.
+        rows_ok: whether the spec's ``rows`` hook describes this call's headline (see :class:`Method`);
+            ``prepare`` sets it False when the options make the headline something else (e.g. the Jacobian with
+            ``scale="std"``), and :func:`jaxsens.compare` then runs the versions independently.
     """
 
     state: Any
@@ -185,6 +188,7 @@ class Plan:
     context: Any = None
     data: Any = None
     targets: Any = None
+    rows_ok: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +215,14 @@ class Method:
         estimate: optional ``estimate(call) -> dict | str | float``: the cost of a run before it starts (a
             dict with ``"seconds"`` and optionally ``"text"``, a sentence, or seconds); the CLI prints it before
             long runs.
+        rows: optional, streaming methods only: ``rows(state, batch, mask, row_index, **static) ->
+            (kernel_stats, per_row_values)`` where ``kernel_stats`` is exactly what ``kernel`` returns for the
+            chunk and ``per_row_values`` is ``[batch, *headline]`` (``headline`` = the result's ``importance``
+            shape), from one computation. Not jitted itself: :func:`jaxsens.compare` calls it inside its own
+            kernel, ``vmap`` ped over the stacked states of several versions, for paired per-row differences.
+        rows_headline: how the headline follows from the per-row values: ``"mean"`` (``importance`` is their
+            mean over rows) or ``"sqrt_mean"`` (``importance`` is the square root of their mean, e.g. an RMS
+            change; compare then uses the delta method).
     """
 
     name: str
@@ -235,12 +247,18 @@ class Method:
     multi_input: bool = False
     integer_inputs: bool = False
     estimate: Callable | None = dataclasses.field(default=None, repr=False)
+    rows: Callable | None = dataclasses.field(default=None, repr=False)
+    rows_headline: str = "mean"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ArgumentError(f"Method {self.name!r}: family {self.family!r} is not one of {FAMILIES}")
         if (self.run is None) == (self.kernel is None):
             raise ArgumentError(f"Method {self.name!r}: give either run= or prepare/kernel/finalize")
+        if self.rows is not None and self.kernel is None:
+            raise ArgumentError(f"Method {self.name!r}: rows= is for streaming methods (with a kernel)")
+        if self.rows_headline not in ("mean", "sqrt_mean"):
+            raise ArgumentError(f"Method {self.name!r}: rows_headline must be 'mean' or 'sqrt_mean'")
         names = [o.name for o in self.options]
         if len(set(names)) != len(names):
             raise ArgumentError(f"Method {self.name!r}: an option name is repeated: {names}")

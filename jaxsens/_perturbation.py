@@ -30,6 +30,7 @@ from jaxsens._results import Z95, Result, finish_figure, pyplot, result_class
 from jaxsens._variants import (
     Spec,
     Task,
+    _changes,  # change_kernel's per-row statistics, shared by the rows hook
     change_kernel,
     feature_std,
     host_scores,
@@ -190,6 +191,20 @@ def _perturbation_finalize(stats, info, plan: Plan, call: Call) -> PerturbationI
     )
 
 
+def _perturbation_rows(task: Task, xs, mask, row_index):
+    """:func:`jaxsens._variants.change_kernel`'s summaries and the per-row squared change ``[batch, n_outputs,
+    n_selected]`` (mean over draws), whose mean over rows is ``importance ** 2`` (the ``rows`` hook, with
+    ``rows_headline="sqrt_mean"``: :func:`jaxsens.compare` pairs versions row by row, same noise per row)."""
+    preds, _ = predictions(task, xs, row_index)
+    sq, sq_all, d = jax.vmap(functools.partial(_changes, task.spec.n_draws, task.spec.outputs))(preds)
+    stats = {
+        "sq": _stats.moments_of(sq, mask),
+        "sq_all": _stats.moments_of(sq_all, mask),
+        "d": _stats.moments_of(d, mask),
+    }
+    return stats, jnp.swapaxes(sq, 1, 2)
+
+
 PERTURBATION_SPEC = Method(
     name="perturbation",
     function_name="perturbation_importance",
@@ -242,6 +257,8 @@ PERTURBATION_SPEC = Method(
     prepare=_perturbation_prepare,
     kernel=change_kernel,
     finalize=_perturbation_finalize,
+    rows=_perturbation_rows,
+    rows_headline="sqrt_mean",
 )
 
 
