@@ -10,7 +10,8 @@ source                     read with
 =========================  ================================================================================
 in-memory model            itself (Keras 3 or ``tf_keras``)
 ``x.json`` + weights .h5   ``tf_keras`` (Keras 2 ``model.to_json()`` + ``save_weights()``); Keras 3 when the
-                           JSON was written by Keras 3
+                           JSON was written by Keras 3; ``x_structure.json`` finds ``x_weights.h5`` (or
+                           ``.hdf5``) beside it
 ``.h5`` / ``.hdf5``        by the file's ``keras_version``: ``2.x`` -> ``tf_keras``, ``3.x`` -> Keras 3;
                            without one, Keras 3 and then ``tf_keras`` (old RNN files fail in Keras 3)
 ``.keras``                 Keras 3, with its own ``safe_mode``
@@ -61,6 +62,7 @@ from converters.errors import (
     ConversionError,
     MissingExtraError,
     ModelFileError,
+    ModelFileNotFoundError,
     UnsafeModelError,
     require,
 )
@@ -68,6 +70,9 @@ from converters.errors import (
 __all__ = ["check_keras_config", "keras_file_to_onnx", "keras_to_onnx"]
 
 LAYER_NAMES_KEY = "jaxsens.layer_names"  # same key as converters.onnx_to_jax.graph.LAYER_NAMES_KEY
+# same key as converters.onnx_to_jax.layers.LAYER_PARAMS_KEY: Keras' own count_params() per layer (tf2onnx drops an
+# all-zero bias, so counting the graph's initializers would undercount an untrained Dense layer)
+LAYER_PARAMS_KEY = "jaxsens.layer_params"
 LAYER_OUTPUTS_KEY = "jaxsens.layer_outputs"
 SOURCE_KEY = "jaxsens.source"
 
@@ -151,8 +156,9 @@ def keras_file_to_onnx(
 
     Args:
         path: a ``.keras`` file, a full-model ``.h5`` / ``.hdf5`` file, a structure ``.json`` written by
-            ``model.to_json()`` (then ``weights`` is required), or a TensorFlow SavedModel folder.
-        weights: the weights ``.h5`` written by ``save_weights()`` for a ``.json`` structure file.
+            ``model.to_json()``, or a TensorFlow SavedModel folder.
+        weights: the weights ``.h5`` written by ``save_weights()`` for a ``.json`` structure file; default for
+            ``<x>_structure.json``: ``<x>_weights.h5`` (or ``.hdf5``) in the same folder, when it exists.
         safe: inspect the stored configuration first and refuse ``Lambda`` layers and unknown custom classes
             (they run arbitrary Python code when loaded); ``safe=False`` opts in for files you trust.
         opset: ONNX opset to write, ``9 <= opset <= 18``.
@@ -186,10 +192,7 @@ def keras_file_to_onnx(
     lower = path.lower()
     if lower.endswith(".json"):
         if weights is None:
-            raise ArgumentError(
-                f"{path!r} holds only the model structure; pass its weights file: "
-                f"load_model({path!r}, weights='..._weights.h5')"
-            )
+            weights = _legacy_weights_path(path)
         model, flavor = _load_json_pair(path, weights, safe=safe)
         source = f"{path} + {weights}"
     elif lower.endswith((".h5", ".hdf5")):
@@ -204,6 +207,35 @@ def keras_file_to_onnx(
             f".json (with weights=...), or a SavedModel folder holding saved_model.pb"
         )
     return _convert_keras_model(model, flavor=flavor, opset=opset, source=source)
+
+
+def _legacy_weights_path(path: str) -> str:
+    """The weights file of the legacy pair ``<x>_structure.json``: ``<x>_weights.h5`` (or ``.hdf5``) beside it.
+
+    Only that exact sibling name in the same folder is taken (seed 000's naming); anything else raises, naming
+    the file looked for and how to pass ``weights=``.
+    """
+    folder, name = os.path.split(path)
+    stem = name[: -len(".json")]
+    if not stem.lower().endswith("_structure"):
+        raise ArgumentError(
+            f"{path!r} holds only the model structure; pass its weights file: "
+            f"load_model({path!r}, weights='..._weights.h5') (only a file named <x>_structure.json finds its "
+            f"<x>_weights.h5 by itself)"
+        )
+    wanted = [os.path.join(folder, stem[: -len("_structure")] + "_weights" + ext) for ext in (".h5", ".hdf5")]
+    found = [w for w in wanted if os.path.isfile(w)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ArgumentError(
+            f"{path!r}: both {found[0]!r} and {found[1]!r} are beside it; say which holds its weights: "
+            f"load_model({path!r}, weights={found[0]!r}) (--weights on the command line)"
+        )
+    raise ModelFileNotFoundError(
+        f"{path!r} holds only the model structure and its weights file {wanted[0]!r} (or .hdf5) does not exist; "
+        f"pass the weights: load_model({path!r}, weights='....h5') (--weights on the command line)"
+    )
 
 
 def check_keras_config(config: Any, *, where: str = "the model") -> None:
@@ -629,10 +661,23 @@ def _convert_keras_model(model, *, flavor: str, opset: int, source: str) -> onnx
         {
             LAYER_NAMES_KEY: json.dumps(layers),
             LAYER_OUTPUTS_KEY: json.dumps(layer_tensors),
+            LAYER_PARAMS_KEY: json.dumps(_param_counts(model, on_path)),
             SOURCE_KEY: source,
         },
     )
     return proto
+
+
+def _param_counts(model, on_path) -> dict[str, int]:
+    """Keras' ``count_params()`` of every layer on the output path (layers that cannot count are left out)."""
+    counts = {}
+    for layer in _flat_layers(model):
+        if id(layer) in on_path:
+            try:
+                counts[layer.name] = int(layer.count_params())
+            except (ValueError, AttributeError):  # an unbuilt layer: the graph's own count is used instead
+                continue
+    return counts
 
 
 def _from_function(tf2onnx, fn, specs, opset: int, *, what: str) -> onnx.ModelProto:

@@ -4,6 +4,11 @@
     jaxsens convert MODEL [--weights W] -o model.onnx
     jaxsens importance MODEL DATA [--method NAME] [--out DIR] [--targets FILE|COLUMN] [method flags]
                                               # `jaxsens importance --help`: the methods and their flags
+    jaxsens compare A B [C ...] DATA --out DIR [--method NAME] [--names a,b] [--fail-on-drift T]
+                                              # importance per model version (x_structure.json finds
+                                              # x_weights.h5); exit status 3 when drift > T
+    jaxsens activations MODEL PATTERN --out DIR [--layers a,b] [--row N] [--stats DATA] [--report r.html]
+                                              # each layer's output for one pattern as images, architecture.png
     jaxsens info                              # devices and supported ONNX ops
     jaxsens bench [--n 200000]                # Jacobian throughput of this machine vs hand-written JAX
     jaxsens --version
@@ -141,9 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.set_defaults(fn=_cmd_bench)
 
-    from jaxsens import _cli_importance
+    from jaxsens import _cli_compare, _cli_importance, _cli_inside
 
     _cli_importance.add_parsers(sub, _add_model_args, _load)
+    _cli_compare.add_parsers(sub)
+    _cli_inside.add_parsers(sub, _add_model_args, _load)
     for p in sub.choices.values():  # `jaxsens importance ... --debug` works too
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     return parser
