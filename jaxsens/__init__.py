@@ -7,8 +7,17 @@ A model (Keras, ONNX from PyTorch or scikit-learn, or a JAX function) is convert
 
 from jaxsens import errors, examples
 from jaxsens._classic import NotDenseError, WeightImportance, connection_weights, garson, weight_sums
+from jaxsens._compare import Comparison, compare, load_comparison
 from jaxsens._data import DataSpec, open_data, read_targets
 from jaxsens._dense import dense_layers, dense_model
+from jaxsens._inside import (
+    ActivationStats,
+    LayerInfo,
+    activation_stats,
+    activations,
+    architecture,
+    architecture_frame,
+)
 from jaxsens._method import DEFAULT_SEED, Method, Option
 from jaxsens._methods import *  # noqa: F403 - every method's function and result class, from the table
 from jaxsens._methods import __all__ as _method_names
@@ -40,6 +49,15 @@ from jaxsens.errors import (
 )
 
 __all__ = [*_method_names,
+    "ActivationStats",
+    "Comparison",
+    "LayerInfo",
+    "activation_stats",
+    "activations",
+    "architecture",
+    "architecture_frame",
+    "compare",
+    "load_comparison",
     "DEFAULT_SEED",
     "Method",
     "Option",
@@ -93,23 +111,3 @@ __all__ = [*_method_names,
 ]
 __version__ = "0.1.0"
 
-# issue 12 pieces land one by one: resolved on first use (replaced by plain imports once all have landed)
-_LAZY = {
-    "compare": "jaxsens._compare",
-    "Comparison": "jaxsens._compare",
-    "load_comparison": "jaxsens._compare",
-    "activations": "jaxsens._inside",
-    "activation_stats": "jaxsens._inside",
-    "architecture": "jaxsens._inside",
-    "architecture_frame": "jaxsens._inside",
-    "ActivationStats": "jaxsens._inside",
-    "LayerInfo": "jaxsens._inside",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'jaxsens' has no attribute {name!r}")

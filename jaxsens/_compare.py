@@ -640,7 +640,7 @@ def _run_paired(spec: Method, calls, plans, versions):
         leaves, treedef = jax.tree.flatten(plan.state)
         gkey = (
             treedef,
-            tuple((np.shape(x), np.dtype(getattr(x, "dtype", None) or np.result_type(x))) for x in leaves),
+            tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves),
             tuple(sorted(plan.static.items())),
         )
         for k, members in groups:
