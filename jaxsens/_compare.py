@@ -817,6 +817,12 @@ def _assemble(spec, call0, flat, results, rows, versions, names, alpha, near) ->
     notes, noise_floor = [], None
     exact = all(r.n_samples == 0 and not np.any(r.stderr) for r in results)
     fn = spec.function_name
+    if spec.family == "retraining" and V > 1:
+        notes.append(
+            f"{spec.name} retrains the architecture from new initial weights: the versions' own weights do not "
+            "enter, so this compares their architectures on this data, not the trained models; use a gradient, "
+            "perturbation or weights method to compare trained versions"
+        )
     if R.max() >= 2:
         own, s, df = _pooled(imps, versions)
         noise_floor = np.where(np.isnan(own), s[None], own)

@@ -330,6 +330,8 @@ def test_every_method_compares_with_the_right_shapes(method):
         comp.importance[1:] - comp.importance[:1],
         atol=f32_tol(np.nanmax(np.abs(comp.importance)), 120),
     )
+    retrains = [n for n in comp.notes if "retrains the architecture" in n]
+    assert len(retrains) == (1 if spec.family == "retraining" else 0)
 
 
 def test_options_that_change_the_headline_fall_back_to_independent_runs():
