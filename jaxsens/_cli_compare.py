@@ -186,8 +186,8 @@ def _cmd_compare(args) -> int:
     from jaxsens._io import output_folder
 
     versions, data = _split(args)
-    report = _check_report(args)
     with output_folder(args.out, option="--out", files=OUTPUT_FILES):  # checked and locked before any work
+        report = _check_report(args)  # after --out exists: the report may go into it
         return run_compare(args, versions, data, report_class=report)
 
 

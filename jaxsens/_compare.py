@@ -89,8 +89,9 @@ class Comparison:
         ndcg: ``[V - 1]`` nDCG of version ``v``'s feature ranking, scored with the reference's importances
             (negative importances count as 0).
         drift: ``1 - min(ndcg)`` (0.0 for a single version).
-        near_zero: features whose 95% upper bound ``feature_importance + 1.96 feature_stderr`` is below
-            ``near_zero_fraction * max(feature_importance[v])`` in every version.
+        near_zero: features whose 95% upper bound ``feature_importance + c feature_stderr`` is below
+            ``near_zero_fraction * max(feature_importance[v])`` in every version (``c`` = 1.96, or Student's t
+            quantile with the replicates' degrees of freedom: :func:`critical95`).
         near_zero_fraction: that fraction.
         weight_sums: ``[V, n_features]`` first-layer ``sum |W|`` per input (dense stacks), else ``None``.
         weight_sums_spearman: ``[V]`` rank correlation of ``weight_sums[v]`` with ``feature_importance[v]``.
@@ -221,6 +222,7 @@ class Comparison:
                 f"Kendall {self.kendall[v - 1]:.4f}, {n_changed} changed (Holm, alpha={self.alpha:g})"
             )
         top = [r for r in self.changes(10)]
+        crit = critical95(self.noise, self.n_replicates)
         if top:
             lines.append("largest changes:")
             for r in top:
@@ -228,7 +230,7 @@ class Comparison:
                 mark = " *changed*" if r["changed"] else ""
                 lines.append(
                     f"  {r['version']} {r['feature']}{out}: {r['reference']:.4g} -> {r['importance']:.4g} "
-                    f"(delta {r['delta']:+.4g} +- {Z95 * r['delta_stderr']:.2g}, p={r['p_value']:.3g}){mark}"
+                    f"(delta {r['delta']:+.4g} +- {crit * r['delta_stderr']:.2g}, p={r['p_value']:.3g}){mark}"
                 )
         near = ", ".join(self.near_zero) if self.near_zero else "none"
         lines.append(f"near zero in every version (< {self.near_zero_fraction:g} x max): {near}")
@@ -384,7 +386,8 @@ def compare(
     near = _fraction(near_zero, "near_zero")
     versions, entries = _load_versions(models)
     names = _version_names(names, entries, len(versions))
-    _check_match(versions, names)
+    versions, rebased = _share_architecture(versions, names)
+    renamed = _check_match(versions, names)
     if key is not None and not spec.random:
         warnings.warn(f"compare(): method {spec.name!r} is deterministic; key= is ignored", stacklevel=2)
         key = None
@@ -440,7 +443,26 @@ def compare(
                 f"compare(): {spec.function_name}() returned {type(r).__name__} (several inputs?); compare() "
                 "handles models with one input"
             )
-    return _assemble(spec, calls[0], flat, results, rows, groups_of_version, names, alpha, near)
+    comp = _assemble(spec, calls[0], flat, results, rows, groups_of_version, names, alpha, near)
+    if rebased:
+        comp = dataclasses.replace(comp, notes=(*comp.notes, (
+            f"{', '.join(rebased)}: the same graph as the reference {names[0]!r} under other tensor / layer names "
+            "(Keras numbers its layers per session): run with the reference's graph and names (outputs matched by "
+            "position), in one compiled kernel with the reference"
+        )))
+    if renamed:
+        comp = dataclasses.replace(
+            comp,
+            notes=comp.notes
+            + (
+                (
+                    f"the output names differ only by the graph's output tensor name ({', '.join(renamed)}: "
+                    "Keras numbers its layers per session); outputs are matched by position and named as in "
+                    f"{names[0]!r}"
+                ),
+            ),
+        )
+    return comp
 
 
 # ------------------------------------------------------------------------------------------------- validation
@@ -537,7 +559,57 @@ def _version_names(names, entries, n: int) -> tuple[str, ...]:
     return names
 
 
-def _check_match(versions, names) -> None:
+def _share_architecture(versions, names) -> tuple[list[list], list[str]]:
+    """Models whose converted graph equals the reference's up to names (a retrain saved with Keras' per-session
+    layer numbering: ``dense_3`` one week, ``dense_7`` the next) become the reference's graph with their own
+    weights (:func:`converters.onnx_to_jax.canonical.param_mapping`): one compiled kernel, stackable params, and the
+    reference's layer / output names. Anything else is left as it is (compared as a separate architecture)."""
+    from converters.onnx_to_jax.canonical import param_mapping
+    from converters.onnx_to_jax.graph import OnnxFunction
+
+    ref = versions[0][0]
+    if not isinstance(ref.apply, OnnxFunction):
+        return versions, []
+    out, rebased = [], []
+    for v, reps in enumerate(versions):
+        moved = []
+        for j, m in enumerate(reps):
+            same_outputs = m.output_names == ref.output_names or (
+                tuple(ref.output_names or ()) == _default_output_names(ref)
+                and tuple(m.output_names or ()) == _default_output_names(m)
+            )  # named outputs (class names) that differ are refused by _check_match, never renamed here
+            if (
+                isinstance(m.apply, OnnxFunction)
+                and m.apply != ref.apply
+                and m.input_shape == ref.input_shape
+                and m.feature_names == ref.feature_names
+                and same_outputs
+            ):
+                mapping = param_mapping(ref.apply, m.apply)
+                if mapping is not None:
+                    params = dict(ref.params)
+                    params.update({t: m.params[s] for t, s in mapping.items()})
+                    m = dataclasses.replace(ref.with_params(params), source=m.source)
+                    rebased.append(names[v] + (f" (replicate {j})" if len(reps) > 1 else ""))
+            moved.append(m)
+        out.append(moved)
+    return out, rebased
+
+
+def _default_output_names(model) -> tuple[str, ...] | None:
+    """The names ``Model.from_onnx`` makes from the graph's output tensor name (``dense_3[0]``, ...), or None."""
+    from jaxsens._model import _names
+
+    out = getattr(model.apply, "output", None)
+    if not isinstance(out, str) or not out:
+        return None
+    return _names(None, len(model.output_names or ()), out, "output_names")
+
+
+def _check_match(versions, names) -> list[str]:
+    """Refuse versions that do not match the reference; returns the versions (``name: tensor``) whose output
+    names differ only because they are the defaults made from another output tensor name (Keras numbers its
+    layers per session: ``dense_3`` one week, ``dense_7`` the next), matched by position."""
     ref = versions[0][0]
     if ref.n_inputs != 1:
         raise ArgumentError(
@@ -551,12 +623,17 @@ def _check_match(versions, names) -> None:
         ("output names", lambda m: tuple(m.output_names or ())),
         ("number of inputs", lambda m: m.n_inputs),
     )
+    ref_default = tuple(ref.output_names or ()) == _default_output_names(ref)
+    renamed = []
     for v, reps in enumerate(versions):
         for j, m in enumerate(reps):
             for what, get in checks:
                 if get(m) != get(ref):
                     rep = f" (replicate {j})" if len(reps) > 1 else ""
                     a, b = get(m), get(ref)
+                    if what == "output names" and ref_default and a == _default_output_names(m):
+                        renamed.append(f"{names[v]}{rep}: {m.apply.output}")
+                        continue
                     if what == "feature names":
                         diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y][:3]
                         a = f"{len(a)} names" + (f", e.g. [{diff[0]}] {a[diff[0]]!r}" if diff else "")
@@ -565,6 +642,9 @@ def _check_match(versions, names) -> None:
                         f"compare(): version {names[v]!r}{rep} has {what} {a}, the reference {names[0]!r} has {b}; "
                         "every version must have the same inputs, feature names and outputs"
                     )
+    if renamed:
+        renamed.insert(0, f"{names[0]}: {ref.apply.output}")
+    return renamed
 
 
 # ------------------------------------------------------------------------------------------------- the routes
@@ -706,6 +786,16 @@ def holm(p_values, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     return adj.reshape(p.shape), rejected.reshape(p.shape)
 
 
+def critical95(noise: str, n_replicates) -> float:
+    """The two-sided 95% critical value of ``delta / delta_stderr`` (and of ``importance / stderr``): Student's
+    t with the pooled between-replicate degrees of freedom ``sum(R_v - 1)`` when ``noise == "replicates"``
+    (4.30 for three replicates against one model), else the normal's 1.959964."""
+    from scipy import stats as sps
+
+    df = sum(int(r) - 1 for r in n_replicates if int(r) >= 2)
+    return float(sps.t.isf(0.025, df)) if noise == "replicates" and df > 0 else Z95
+
+
 def ndcg(scores, relevance) -> float:
     """nDCG of the ranking by ``scores`` (descending) with gains ``relevance`` (negative values count as 0):
     ``DCG = sum_i rel_i / log2(i + 2)`` over the ranking, over the ideal DCG; tied scores share their positions'
@@ -823,6 +913,13 @@ def _assemble(spec, call0, flat, results, rows, versions, names, alpha, near) ->
             "enter, so this compares their architectures on this data, not the trained models; use a gradient, "
             "perturbation or weights method to compare trained versions"
         )
+    wrt = (getattr(call0, "options", None) or {}).get("wrt")
+    if wrt is not None and len(flat) > 1:
+        notes.append(
+            f"wrt={wrt!r} compares the units of layer {wrt!r} by index, but the units of networks trained from "
+            "different initial weights do not correspond (any permutation of a layer's units gives the same "
+            "network): delta, changed and drift mean something only for versions fine-tuned from one another"
+        )
     if R.max() >= 2:
         own, s, df = _pooled(imps, versions)
         noise_floor = np.where(np.isnan(own), s[None], own)
@@ -875,7 +972,26 @@ def _assemble(spec, call0, flat, results, rows, versions, names, alpha, near) ->
                     "differences that retraining alone produces. Pass several retrained models per version "
                     "(replicates) for a noise floor that includes retraining"
                 )
-    _, changed = holm(p, alpha)
+    tested = np.asarray(p, np.float64)
+    mirrored = (
+        V > 1
+        and flat[0].outputs_sum_to_one
+        and len(ref.output_names) == 2
+        and tested.ndim >= 2
+        and tested.shape[1] == 2
+        and np.allclose(tested[:, 0], tested[:, 1], rtol=1e-6, atol=0.0, equal_nan=True)
+    )
+    if mirrored:  # p1 = 1 - p0: one hypothesis per feature, not two (Holm's m would double)
+        tested = tested[:, :1]
+        notes.append(
+            f"the two outputs {list(ref.output_names)} sum to one (p1 = 1 - p0), so their importances agree: each "
+            "entry is tested once (Holm) and marked for both outputs"
+        )
+    _, changed = holm(tested, alpha)
+    changed = np.broadcast_to(changed, np.shape(p)).copy()
+    if noise == "replicates" and V > 1:
+        notes.append(_power_note(delta[:, :1] if mirrored else delta, delta_se[:, :1] if mirrored else delta_se,
+                                 tested, changed, df, alpha))
     spearman, kendall, nd = (np.zeros(max(V - 1, 0)) for _ in range(3))
     for v in range(1, V):
         spearman[v - 1], kendall[v - 1] = _rank_corr(feature_importance[v], feature_importance[0])
@@ -886,7 +1002,7 @@ def _assemble(spec, call0, flat, results, rows, versions, names, alpha, near) ->
         notes.append(
             "nDCG is undefined where every reference importance is <= 0; drift uses the other versions"
         )
-    upper = feature_importance + Z95 * np.nan_to_num(feature_stderr)
+    upper = feature_importance + critical95(noise, R) * np.nan_to_num(feature_stderr)
     bound = near * np.max(feature_importance, axis=1, keepdims=True)
     ignored = np.all(upper < bound, axis=0)
     near_names = tuple(n for n, z in zip(ref.feature_names, ignored) if z)
@@ -922,6 +1038,30 @@ def _assemble(spec, call0, flat, results, rows, versions, names, alpha, near) ->
         options=call0.record(),
         results=tuple(tuple(results[i] for i in idx) for idx in versions),
     )
+
+
+def _power_note(delta, delta_se, p, changed, df: int, alpha: float) -> str:
+    """What the replicate t-tests can detect: Holm's first step rejects only ``|t| > t_{df}(1 - alpha / 2m)``; with
+    few replicates and many entries that is far above 1.96, so a large, real change may stay unflagged."""
+    from scipy import stats as sps
+
+    m = int(np.sum(~np.isnan(p)))
+    if m == 0:
+        return "no p-value could be computed (zero spread between replicates?)"
+    need = float(sps.t.isf(alpha / (2 * m), df))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.abs(np.asarray(delta, np.float64)) / np.asarray(delta_se, np.float64)
+    top = float(np.nanmax(np.where(np.isinf(t), np.nan, t))) if np.isfinite(t).any() else math.nan
+    text = (
+        f"with {df} degrees of freedom and {m} tested entries, Holm at alpha={alpha:g} marks a change only where "
+        f"|delta| > {need:.3g} x delta_stderr; the largest ratio here is {top:.3g}"
+    )
+    if not np.any(changed) and math.isfinite(top) and top > 2 * Z95:
+        text += (
+            "; so nothing is marked changed although some deltas lie far outside the retraining noise: read the "
+            "largest changes and the drift, or add replicates (each one adds a degree of freedom)"
+        )
+    return text
 
 
 def _weight_sums(flat, versions, feature_importance, names, notes):

@@ -5,9 +5,10 @@ does not already hold, except the per-feature view of ``changed`` (an entry of a
 changed -> the feature is marked).
 
 The plot has one row per feature and one marker per version in that row (reference first), each with its 95%
-interval (``importance +- 1.959964 x stderr``). Features whose importance changed significantly in some version
-(``comp.changed``, Holm-corrected) get a bold red label ending in ``*`` and a filled marker for that version;
-near-zero features (``comp.near_zero``) get a grey italic label. With many features (seed 000 has 82) the rows
+interval (``importance +- c x stderr``: ``c`` = 1.959964, or Student's t quantile with the pooled replicate
+degrees of freedom when the noise is the replicates, :func:`jaxsens._compare.critical95`). Features whose
+importance changed significantly in some version (``comp.changed``, Holm-corrected) get a bold red label ending
+in ``*`` and a filled marker for that version; near-zero features (``comp.near_zero``) get a grey italic label. With many features (seed 000 has 82) the rows
 are split over side-by-side panels of at most :data:`ROWS_PER_PANEL`, each row about 0.3 inch tall, so every name
 stays readable at the saved 120 dpi.
 """
@@ -21,7 +22,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from jaxsens._results import Z95, finish_figure, pyplot
+from jaxsens._compare import critical95
+from jaxsens._results import finish_figure, pyplot
 
 __all__ = ["OUTPUT_FILES", "ROWS_PER_PANEL", "changed_features", "plot_comparison", "print_summary", "write_outputs"]
 
@@ -91,8 +93,9 @@ def plot_comparison(comp, *, path: str | os.PathLike | None = None, top: int | N
     height = 1.6 + 0.3 * per_panel * max(1.0, 0.5 + 0.25 * n_versions)
     fig, axes = plt.subplots(1, n_panels, figsize=(6.5 * n_panels, height), squeeze=False)
     finite = np.isfinite(imp[:, order]) & np.isfinite(err[:, order])
-    hi = np.where(finite, imp[:, order] + Z95 * np.nan_to_num(err[:, order]), np.nan)
-    lo = np.where(finite, imp[:, order] - Z95 * np.nan_to_num(err[:, order]), np.nan)
+    crit = critical95(comp.noise, comp.n_replicates)  # Student t with replicates: the intervals the tests use
+    hi = np.where(finite, imp[:, order] + crit * np.nan_to_num(err[:, order]), np.nan)
+    lo = np.where(finite, imp[:, order] - crit * np.nan_to_num(err[:, order]), np.nan)
     xmax = np.nanmax(hi) if np.isfinite(hi).any() else 1.0
     xmin = min(0.0, np.nanmin(lo) if np.isfinite(lo).any() else 0.0)
     pad = 0.04 * ((xmax - xmin) or 1.0)
@@ -103,7 +106,7 @@ def plot_comparison(comp, *, path: str | os.PathLike | None = None, top: int | N
         for v in range(n_versions):
             color, marker = _COLORS[v % len(_COLORS)], _MARKERS[v % len(_MARKERS)]
             vals, errs = imp[v, rows], err[v, rows]
-            xerr = Z95 * np.where(np.isfinite(errs), errs, 0.0)
+            xerr = crit * np.where(np.isfinite(errs), errs, 0.0)
             ax.errorbar(vals, y + offsets[v], xerr=xerr, fmt="none", ecolor=color, elinewidth=1.0, capsize=1.5,
                         alpha=0.8)
             filled = changed[v - 1, rows] if v > 0 else np.zeros(len(rows), bool)
@@ -189,9 +192,10 @@ CHANGES_HEADER = ("version", "output", "feature", "reference", "importance", "de
 def change_rows(comp, top: int | None = 10) -> list[list[str]]:
     """The largest changes (``comp.changes(top)``) as text cells under :data:`CHANGES_HEADER`."""
     out = []
+    crit = critical95(comp.noise, comp.n_replicates)
     for r in comp.changes(top):
         d, e = r["delta"], r["delta_stderr"]
-        ci = f"[{d - Z95 * e:.4g}, {d + Z95 * e:.4g}]" if e is not None and np.isfinite(e) else "-"
+        ci = f"[{d - crit * e:.4g}, {d + crit * e:.4g}]" if e is not None and np.isfinite(e) else "-"
         output = r.get("output")
         out.append([str(r["version"]), "-" if output is None else str(output), str(r["feature"]),
                     _num(r["reference"]), _num(r["importance"]), _num(d, signed=True), ci, _p(r["p_value"]),
@@ -222,8 +226,10 @@ def print_summary(comp, file: TextIO | None = None, top: int = 10) -> None:
     rows = change_rows(comp, top)
     if rows:
         n_changed = int(np.asarray(comp.changed, bool).sum())
+        n_feat = int(changed_features(comp).any(axis=0).sum()) if len(versions) > 1 else 0
         say(f"largest changes vs {versions[0]} (* = changed at alpha {comp.alpha:g}, Holm-corrected; "
-            f"{n_changed} changed entries in all; 95% interval of the difference):")
+            f"{n_changed} changed entries in all, {n_feat} of {n_features} features; 95% interval of the "
+            "difference):")
         say(_text_table(CHANGES_HEADER, rows))
     near = list(comp.near_zero)
     rule = (f"95% upper bound below {comp.near_zero_fraction:g} x the largest importance in every version")

@@ -183,6 +183,37 @@ def test_report_holds_the_tables_and_the_plot(weekly, tmp_path, capsys):
     assert f"<td>x{SCALED}</td>" in page
 
 
+def test_report_may_go_into_the_out_folder(weekly, tmp_path, capsys):
+    """--out is created when missing, so a report inside it is accepted (it was refused as 'does not exist')."""
+    if importlib.util.find_spec("jaxsens._report") is None:
+        pytest.skip("jaxsens/_report.py has not landed yet")
+    out = tmp_path / "new"
+    argv = ["compare", weekly["w1"], weekly["w2"], weekly["data"], "--out", str(out), "--quiet", "--no-plot",
+            "--report", str(out / "report.html")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "Largest changes" in (out / "report.html").read_text()
+
+
+def test_weeks_saved_in_one_session_compare(weekly, tmp_path, capsys):
+    """Keras numbers layers per session: a retrain saved after other models names its output dense_7, not
+    dense_3. The versions still compare (outputs by position, the reference's names), with a note."""
+    folder = tmp_path / "session"
+    folder.mkdir()
+    _network(5)  # an earlier model in this session: the next one's layers are numbered on from it
+    later = _network(6)
+    path = _save_pair(later, folder, "w9")
+    a, b = jaxsens.load_model(weekly["w1"]), jaxsens.load_model(path)
+    assert a.output_names != b.output_names  # the situation this test is about
+    out = tmp_path / "o"
+    argv = ["compare", weekly["w1"], path, weekly["data"], "--out", str(out), "--quiet", "--no-plot"]
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = jaxsens.load_comparison(out / "compare.json")
+    assert saved.output_names == a.output_names
+    assert any("matched by position" in n for n in saved.notes)
+    lone = jaxsens.jacobian_importance(b, weekly["data"])
+    np.testing.assert_allclose(saved.importance[1], lone.importance, rtol=1e-5, atol=0)
+
+
 # ---------------------------------------------------------------------------------------- the views
 def test_plot_is_legible_with_82_features(weekly):
     comp = jaxsens.compare([jaxsens.load_model(weekly["w1"]), jaxsens.load_model(weekly["w2"])], weekly["data"],
@@ -226,6 +257,19 @@ def test_print_summary_reports_every_part(weekly):
     assert len([line for line in changes.splitlines()[2:] if line.strip()]) == 5
     first = comp.changes(1)[0]
     assert first["feature"] in changes.splitlines()[2]
+    n_feat = int(view.changed_features(comp)[0].sum())  # the 2-class softmax's two outputs: one feature each
+    assert f"{int(comp.changed.sum())} changed entries in all, {n_feat} of {N_FEATURES} features" in text
+
+
+def test_printed_intervals_with_replicates_use_the_t_quantile(weekly):
+    from scipy import stats as sps
+
+    comp = jaxsens.compare([[weekly["w1"], weekly["same"], weekly["w2"]], weekly["w2"]], weekly["data"])
+    assert comp.noise == "replicates"
+    crit = sps.t.isf(0.025, 2)
+    for row, cells in zip(comp.changes(5), view.change_rows(comp, 5)):
+        lo, hi = (float(t) for t in cells[6].strip("[]").split(","))
+        assert (hi - lo) / 2 == pytest.approx(crit * row["delta_stderr"], rel=1e-3)
 
 
 # ------------------------------------------------------------------------------ legacy pair resolution

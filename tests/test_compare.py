@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -194,6 +195,55 @@ def test_replicates_give_the_noise_floor_and_pooled_t_tests():
     fi = [np.stack([r.feature_importance()[0].mean(0) for r in comp.results[v]]) for v in range(2)]
     sf = np.sqrt((2 * fi[0].var(0, ddof=1) + 3 * fi[1].var(0, ddof=1)) / 5)
     np.testing.assert_allclose(comp.feature_stderr, sf[None] / np.sqrt([[3], [4]]), rtol=1e-12)
+
+
+def test_replicate_intervals_use_the_t_quantile_of_the_test():
+    """With replicates the p-values come from Student t; the 95% bounds (near_zero, printed intervals) must use
+    the same quantile, not 1.96 (an interval excluding 0 beside p > 0.05 was printed)."""
+    ref, new = _replicates(1, 3, 1.0), _replicates(2, 1, 1.2)
+    comp = jaxsens.compare([ref, new], X, batch_size=BATCH)
+    crit = _compare.critical95(comp.noise, comp.n_replicates)
+    assert crit == pytest.approx(sps.t.isf(0.025, 2), rel=1e-12)  # 4.30, pooled df = 3 - 1
+    t = np.abs(comp.delta) / comp.delta_stderr
+    np.testing.assert_array_equal(t > crit, comp.p_value < 0.05)  # the interval excludes 0 <=> p < 0.05
+    assert _compare.critical95("rows, paired", (1, 1)) == pytest.approx(1.959964, abs=1e-6)
+    upper = comp.feature_importance + crit * comp.feature_stderr
+    bound = comp.near_zero_fraction * comp.feature_importance.max(axis=1, keepdims=True)
+    assert comp.near_zero == tuple(n for n, z in zip(comp.feature_names, (upper < bound).all(0)) if z)
+    power = [n for n in comp.notes if "marks a change only where" in n]
+    need = sps.t.isf(0.05 / (2 * np.isfinite(comp.p_value).sum()), 2)
+    assert len(power) == 1 and f"{need:.3g} x delta_stderr" in power[0]
+
+
+def _softmax2_fn(p, x):
+    return jax.nn.softmax(p["W"] @ jnp.tanh(p["V"] @ x))
+
+
+def test_two_softmax_outputs_are_one_hypothesis_per_feature():
+    """p1 = 1 - p0: both outputs have the same importance, so Holm's m is the number of features, not twice it;
+    the change is marked for both outputs."""
+    rng = np.random.default_rng(8)
+    V = rng.normal(size=(6, F)).astype(np.float32)
+    W = rng.normal(size=(2, 6)).astype(np.float32)
+
+    def model(v):
+        return jaxsens.Model.from_function(
+            _softmax2_fn, {"W": jnp.asarray(W), "V": jnp.asarray(v)}, input_shape=(F,), outputs_sum_to_one=True
+        )
+
+    v2 = V.copy()
+    v2[:, 0] *= 1.03  # a small change in feature 0
+    p = jaxsens.compare([model(V), model(v2)], X, batch_size=BATCH).p_value[0]
+    np.testing.assert_allclose(p[0], p[1], rtol=1e-6)
+    alpha = 1.5 * F * np.min(p)  # Holm rejects the smallest p over F entries, not over 2F
+    comp = jaxsens.compare([model(V), model(v2)], X, batch_size=BATCH, alpha=alpha)
+    assert not holm(p, alpha)[1].any()
+    _, once = holm(p[:1], alpha)
+    assert once.any()
+    np.testing.assert_array_equal(comp.changed[0], np.broadcast_to(once, p.shape))
+    assert any("sum to one" in n for n in comp.notes)
+    plain = jaxsens.compare([model(V), model(v2)], X, batch_size=BATCH, outputs=[0])  # one output: no note
+    assert not any("sum to one" in n for n in plain.notes)
 
 
 def test_replicates_of_an_exact_method_use_the_pooled_t_test():
@@ -522,3 +572,24 @@ def test_a_one_shot_iterator_is_refused_when_the_versions_run_separately():
         jaxsens.compare([_dense(1), _dense(2)], (b[:, :4] for b in batches), method="profile", steps=5)
     comp = jaxsens.compare([tanh_model(W0), tanh_model(W0)], (X[i : i + 50] for i in range(0, N, 50)))
     assert comp.n_samples == N  # the paired route reads the data once
+
+
+def test_hidden_units_compared_by_index_carry_a_note():
+    """wrt=LAYER: unit i of one training is not unit i of another (permutation symmetry); the comparison says so,
+    and compares the units of each version exactly as jacobian_importance(wrt=) alone does."""
+    keras = pytest.importorskip("keras")
+
+    def net(seed):
+        keras.utils.set_random_seed(seed)
+        x = keras.Input((F,), name="x")
+        h = keras.layers.Dense(4, activation="tanh", name="hidden")(x)
+        return jaxsens.Model.from_keras(keras.Model(x, keras.layers.Dense(2, name="out")(h)))
+
+    a, b = net(1), net(2)
+    comp = jaxsens.compare([a, b], X, wrt="hidden", batch_size=BATCH)
+    assert comp.importance.shape == (2, 2, 4)
+    assert any("wrt='hidden'" in n and "do not correspond" in n for n in comp.notes)
+    alone = jaxsens.jacobian_importance(b, X, wrt="hidden", batch_size=BATCH)
+    assert_f32_close(comp.importance[1], alone.importance, n_terms=BATCH, magnitude=alone.importance.max())
+    plain = jaxsens.compare([a, b], X, batch_size=BATCH)
+    assert not any("do not correspond" in n for n in plain.notes)
