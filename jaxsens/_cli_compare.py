@@ -74,6 +74,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--near-zero", type=float, default=0.05, metavar="X",
                    help="near-zero features: 95%% upper bound below X times the largest importance, in every "
                    "version (default %(default)s)")
+    p.add_argument("--no-moderate", dest="moderate", action="store_false",
+                   help="with replicates, test each entry on its own between-replicate spread (plain pooled t) "
+                   "instead of the default empirical-Bayes moderated spread (Smyth 2004)")
     p.add_argument("--report", default=None, metavar="PATH.html",
                    help="also write one self-contained HTML report (tables and the plot)")
     p.add_argument("--unsafe", action="store_true",
@@ -249,7 +252,8 @@ def run_compare(args, versions: list, data: str, *, report_class=None) -> int:
         warnings.simplefilter("always")
         try:
             comp = jaxsens.compare(models, data_arg, targets, method=spec.name, names=names, alpha=args.alpha,
-                                   near_zero=args.near_zero, progress=progress, **shared, **options)
+                                   near_zero=args.near_zero, moderate=args.moderate, progress=progress,
+                                   **shared, **options)
         finally:  # also on an error or Ctrl-C, so the message that follows starts on its own line
             if progress is not None:
                 progress.close()

@@ -93,7 +93,8 @@ def plot_comparison(comp, *, path: str | os.PathLike | None = None, top: int | N
     height = 1.6 + 0.3 * per_panel * max(1.0, 0.5 + 0.25 * n_versions)
     fig, axes = plt.subplots(1, n_panels, figsize=(6.5 * n_panels, height), squeeze=False)
     finite = np.isfinite(imp[:, order]) & np.isfinite(err[:, order])
-    crit = critical95(comp.noise, comp.n_replicates)  # Student t with replicates: the intervals the tests use
+    # Student t with replicates (moderated: d0 + d degrees of freedom): the intervals the tests use
+    crit = critical95(comp.noise, comp.n_replicates, getattr(comp, "prior", None))
     hi = np.where(finite, imp[:, order] + crit * np.nan_to_num(err[:, order]), np.nan)
     lo = np.where(finite, imp[:, order] - crit * np.nan_to_num(err[:, order]), np.nan)
     xmax = np.nanmax(hi) if np.isfinite(hi).any() else 1.0
@@ -192,7 +193,7 @@ CHANGES_HEADER = ("version", "output", "feature", "reference", "importance", "de
 def change_rows(comp, top: int | None = 10) -> list[list[str]]:
     """The largest changes (``comp.changes(top)``) as text cells under :data:`CHANGES_HEADER`."""
     out = []
-    crit = critical95(comp.noise, comp.n_replicates)
+    crit = critical95(comp.noise, comp.n_replicates, getattr(comp, "prior", None))
     for r in comp.changes(top):
         d, e = r["delta"], r["delta_stderr"]
         ci = f"[{d - crit * e:.4g}, {d + crit * e:.4g}]" if e is not None and np.isfinite(e) else "-"
@@ -218,7 +219,7 @@ def print_summary(comp, file: TextIO | None = None, top: int = 10) -> None:
     say(f"drift = 1 - min(ndcg) = {_num(comp.drift)}")
     say(_text_table(SUMMARY_HEADER, summary_rows(comp)))
     noise = comp.noise
-    if noise == "replicates":
+    if noise.startswith("replicates"):
         noise += " (the between-replicate spread is the noise floor)"
     elif noise == "none":
         noise += " (no noise estimate: p-values are NaN and nothing is marked changed)"
