@@ -780,7 +780,14 @@ def _run_paired(spec: Method, calls, plans, versions):
     call = calls[0]
     per_sample = None
     if call.batch_size is None and all(p.bytes_per_sample is not None for p in plans):
-        per_sample = sum(p.bytes_per_sample for p in plans)
+        # Every chunk row goes through every model, so a row costs the sum of the models' bytes. On accelerators
+        # that is the bound (memory); on CPU the engine's 128 MiB budget is about GEMM efficiency, which depends on
+        # the rows per model, not on how many models share the chunk: summing there halved the chunk for two
+        # versions and made the paired pass 0.86x the speed of two separate runs (bench/compare.py, seed-000
+        # network, 100k rows); one model's bytes give each model the chunk a separate run would use.
+        devices = call.devices if call.devices is not None else jax.local_devices()
+        on_cpu = all(d.platform == "cpu" for d in devices)
+        per_sample = (max if on_cpu else sum)(p.bytes_per_sample for p in plans)
     stats, info = _engine.run(
         kernel,
         stacked,
