@@ -65,10 +65,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.errors import ArgumentError, ArgumentTypeError, DataError, DataFileNotFoundError
+from converters.errors import ArgumentError, ArgumentTypeError, DataError
 from jaxsens import _engine, _stats
-from jaxsens._method import Call, Method, Plan, make_call
-from jaxsens._results import Z95, _decode, _encode, element_labels, frame
+from jaxsens._method import Method, make_call, run_plan
+from jaxsens._results import Z95, _decode, _encode, element_labels, frame, read_json_file
 
 __all__ = ["Comparison", "compare", "load_comparison"]
 
@@ -329,15 +329,7 @@ def load_comparison(path: str | os.PathLike) -> Comparison:
         DataFileNotFoundError: no such file. DataError: not a comparison file, or a damaged one.
     """
     where = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise DataFileNotFoundError(f"comparison file {where!r} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"{where!r} is a folder, not a comparison file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{where!r} is not a jaxsens comparison file (not valid JSON: {e})") from None
+    doc = read_json_file(path, "comparison file")
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT or not isinstance(doc.get("fields"), dict):
         raise DataError(f"{where!r} is not a jaxsens comparison file (written by Comparison.save)")
     if not isinstance(doc.get("version"), int) or doc["version"] > _VERSION:
@@ -466,7 +458,7 @@ def compare(
     if paired:
         results, rows = _run_paired(spec, calls, plans, groups_of_version)
     elif plans is not None:
-        results = [_stream_plan(c, p) for c, p in zip(calls, plans)]
+        results = [run_plan(c, p) for c, p in zip(calls, plans)]
     else:
         results = [spec.run(c) for c in calls]
     for i, r in enumerate(results):
@@ -680,24 +672,6 @@ def _check_match(versions, names) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- the routes
-def _stream_plan(call: Call, plan: Plan):
-    """One streaming method call from its already prepared plan (:func:`jaxsens._method.stream`)."""
-    spec = call.method
-    kernel = functools.partial(spec.kernel, **plan.static) if plan.static else spec.kernel
-    stats, info = _engine.run(
-        kernel,
-        plan.state,
-        call.data if plan.data is None else plan.data,
-        targets=plan.targets,
-        batch_size=call.batch_size,
-        bytes_per_sample=None if call.batch_size is not None else plan.bytes_per_sample,
-        nan_policy=call.nan_policy,
-        progress=call.progress,
-        devices=call.devices,
-    )
-    return spec.finalize(stats, info, plan, call)
-
-
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["groups"],

@@ -376,10 +376,14 @@ def make_call(spec: Method, model, data, targets, *, key=None, outputs=None, bat
 
 def stream(call: Call):
     """A streaming method's ``prepare -> engine.run(kernel) -> finalize``."""
+    return run_plan(call, call.method.prepare(call))
+
+
+def run_plan(call: Call, plan: Plan):
+    """``engine.run(kernel) -> finalize`` of a streaming method's already prepared ``plan``."""
     from jaxsens import _engine
 
     spec = call.method
-    plan = spec.prepare(call)
     kernel = functools.partial(spec.kernel, **plan.static) if plan.static else spec.kernel
     stats, info = _engine.run(
         kernel,

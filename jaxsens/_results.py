@@ -123,6 +123,22 @@ def _write(path, kind: str, fields: dict) -> None:
     atomic_write(path, text)  # temporary file in the same folder + os.replace, mode 0o666 minus the umask
 
 
+def read_json_file(path: str | os.PathLike, what: str):
+    """The JSON document at ``path``; every way of failing is a jaxsens error naming ``what`` ("result file")."""
+    where = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataFileNotFoundError(f"{what} {where!r} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{where!r} is a folder, not a {what}") from None
+    except PermissionError:
+        raise DataError(f"{what} {where!r}: permission denied") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{where!r} is not a jaxsens {what} (not valid JSON: {e})") from None
+
+
 def load_result(path: str | os.PathLike):
     """Read a result written by ``result.save(path)``; returns an object of the same class, bit for bit.
 
@@ -134,17 +150,7 @@ def load_result(path: str | os.PathLike):
         >>> load_result(p).importance.tolist()
         [[2.0, 0.0], [0.0, 2.0]]
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise DataFileNotFoundError(f"result file {os.fspath(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"{os.fspath(path)!r} is a folder, not a result file") from None
-    except PermissionError:
-        raise DataError(f"result file {os.fspath(path)!r}: permission denied") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{os.fspath(path)!r} is not a jaxsens result file (not valid JSON: {e})") from None
+    doc = read_json_file(path, "result file")
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
         raise DataError(f"{os.fspath(path)!r} is not a jaxsens result file")
     if not isinstance(doc.get("version", 0), int) or doc.get("version", 0) > _VERSION:

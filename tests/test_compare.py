@@ -641,6 +641,11 @@ def test_save_and_load_round_trip(tmp_path):
         jaxsens.load_comparison(tmp_path / "x.json")
     with pytest.raises(FileNotFoundError):
         jaxsens.load_comparison(tmp_path / "missing.json")
+    with pytest.raises(jaxsens.DataError, match="comparison file .*not valid JSON"):
+        (tmp_path / "t.json").write_text('{"format": ')  # truncated
+        jaxsens.load_comparison(tmp_path / "t.json")
+    with pytest.raises(jaxsens.DataError, match="folder, not a comparison file"):
+        jaxsens.load_comparison(tmp_path)
 
 
 def test_default_names_are_file_stems(tmp_path):
