@@ -44,7 +44,7 @@ DEFAULT_SEED = 0
 """Random methods called with ``key=None`` use ``jax.random.key(DEFAULT_SEED)``: results are reproducible by
 default; pass another key (or int seed) to draw again."""
 
-FAMILIES = ("gradient", "perturbation", "profile", "weights", "retraining")
+FAMILIES = ("gradient", "perturbation", "profile", "weights", "retraining", "global")
 
 
 @dataclasses.dataclass(frozen=True)

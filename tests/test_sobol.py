@@ -1,0 +1,189 @@
+"""Sobol indices: closed forms (Ishigami, Sobol's G function), an ignored input, SALib 1.6 on the same samples,
+batch-size invariance and the refusals of bad problems.
+
+Monte Carlo estimates are checked against the truth within twice their 95% half-width (about 4 standard errors:
+a correct estimator fails with probability ~1e-4 per index), and the half-widths are checked to be small, so
+the checks have teeth.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsens
+from jaxsens import _sobol
+
+ISHIGAMI_A, ISHIGAMI_B = 7.0, 0.1
+PI_BOUNDS = [[-np.pi, np.pi]] * 3
+G_A = np.array([0.0, 1.0, 4.5, 9.0, 99.0])
+
+
+def ishigami():
+    def f(params, x):
+        a, b = params
+        return jnp.sin(x[:1]) + a * jnp.sin(x[1:2]) ** 2 + b * x[2:3] ** 4 * jnp.sin(x[:1])
+
+    return jaxsens.Model.from_function(f, (ISHIGAMI_A, ISHIGAMI_B), input_shape=(3,))
+
+
+def g_function(n_ignored: int = 0):
+    """Sobol's G function of 5 inputs, plus ``n_ignored`` inputs the model never reads."""
+
+    def f(a, x):
+        return jnp.prod((jnp.abs(4 * x[:5] - 2) + a) / (1 + a), keepdims=True)
+
+    return jaxsens.Model.from_function(f, jnp.asarray(G_A, jnp.float32), input_shape=(5 + n_ignored,))
+
+
+def ishigami_truth():
+    a, b = ISHIGAMI_A, ISHIGAMI_B
+    v1 = 0.5 * (1 + b * np.pi**4 / 5) ** 2
+    v2 = a**2 / 8
+    v13 = b**2 * np.pi**8 * (1 / 18 - 1 / 50)
+    v = v1 + v2 + v13
+    return np.array([v1, v2, 0]) / v, np.array([v1 + v13, v2, v13]) / v
+
+
+def g_truth():
+    vi = 1 / (3 * (1 + G_A) ** 2)
+    v = np.prod(1 + vi) - 1
+    return vi / v, vi * np.array([np.prod(np.delete(1 + vi, i)) for i in range(5)]) / v
+
+
+def _problem(bounds, names=None, dists=None):
+    p = {"num_vars": len(bounds), "names": names or [f"x{i}" for i in range(len(bounds))], "bounds": bounds}
+    if dists is not None:
+        p["dists"] = dists
+    return p
+
+
+@pytest.fixture(scope="module")
+def ishigami_result():
+    return jaxsens.sobol_indices(ishigami(), _problem(PI_BOUNDS), n=2**13, key=0)
+
+
+def test_ishigami_matches_the_closed_form(ishigami_result):
+    r = ishigami_result
+    s1, st = ishigami_truth()
+    np.testing.assert_allclose(s1, [0.3139, 0.4424, 0.0], atol=5e-5)  # the issue's figures
+    np.testing.assert_allclose(st, [0.5576, 0.4424, 0.2437], atol=5e-5)
+    assert r.first_order.shape == r.total_order.shape == r.first_order_conf.shape == (1, 3)
+    assert np.all(r.first_order_conf < 0.035) and np.all(r.total_order_conf < 0.035)
+    assert np.all(np.abs(r.first_order[0] - s1) <= 2 * r.first_order_conf[0]), (r.first_order, r.first_order_conf)
+    assert np.all(np.abs(r.total_order[0] - st) <= 2 * r.total_order_conf[0]), (r.total_order, r.total_order_conf)
+    np.testing.assert_array_equal(r.importance, r.total_order)
+    np.testing.assert_allclose(r.stderr, r.total_order_conf / 1.959963984540054, rtol=1e-12)
+    assert r.n_samples == 2**13 and r.feature_names == ("x0", "x1", "x2") and r.method == "sobol"
+
+
+def test_g_function_matches_the_closed_form_and_an_ignored_input_gets_exactly_zero():
+    r = jaxsens.sobol_indices(g_function(n_ignored=1), _problem([[0, 1]] * 6), n=2**13, key=3)
+    s1, st = g_truth()
+    assert np.all(np.abs(r.first_order[0, :5] - s1) <= 2 * r.first_order_conf[0, :5] + 1e-6), (r.first_order, s1)
+    assert np.all(np.abs(r.total_order[0, :5] - st) <= 2 * r.total_order_conf[0, :5] + 1e-6), (r.total_order, st)
+    assert r.total_order_conf[0, 0] < 0.05
+    for field in ("first_order", "total_order", "first_order_conf", "total_order_conf", "importance", "stderr"):
+        assert getattr(r, field)[0, 5] == 0.0, (field, getattr(r, field))
+    assert r.ranking()[-1][0] == "x5"
+
+
+def _salib_layout(model, problem, n, key):
+    """The rows jaxsens evaluated, in SALib's Saltelli layout (calc_second_order=False): per row j,
+    ``A_j, A_B^(1)_j .. A_B^(D)_j, B_j``; and the model's outputs on them."""
+    codes, p0, p1, p2 = _sobol._dist_arrays(_sobol.check_problem(problem, problem["num_vars"]))
+    a, b = jax.jit(_sobol.sample_ab, static_argnums=2)(jax.random.fold_in(jax.random.key(key), 0),
+                                                       jnp.arange(n, dtype=jnp.uint32), codes, p0, p1, p2)
+    a, b = np.asarray(a), np.asarray(b)
+    d = a.shape[1]
+    rows = np.empty((n, d + 2, d), np.float32)
+    rows[:, 0], rows[:, -1] = a, b
+    for i in range(d):
+        rows[:, 1 + i] = a
+        rows[:, 1 + i, i] = b[:, i]
+    rows = rows.reshape(-1, d)
+    return rows, np.asarray(model(rows), np.float64)[:, 0]
+
+
+def test_equals_salib_on_the_same_samples(ishigami_result):
+    from SALib.analyze import sobol as salib_sobol
+
+    problem = _problem(PI_BOUNDS)
+    rows, y = _salib_layout(ishigami(), problem, 2**13, 0)
+    # the layout is right: the A rows are inside the problem's box and the B rows differ from them
+    assert np.all(np.abs(rows) <= np.pi) and not np.array_equal(rows[0::5], rows[4::5])
+    s = salib_sobol.analyze(problem, y, calc_second_order=False, num_resamples=200, seed=1)
+    r = ishigami_result
+    # the same estimators on the same evaluations: equal to float32 rounding of the summed terms
+    np.testing.assert_allclose(r.first_order[0], s["S1"], atol=2e-5)
+    np.testing.assert_allclose(r.total_order[0], s["ST"], atol=2e-5)
+    # both bootstraps estimate the same spread (Poisson weights vs resampled rows)
+    np.testing.assert_allclose(r.first_order_conf[0], s["S1_conf"], rtol=0.5)
+    np.testing.assert_allclose(r.total_order_conf[0], s["ST_conf"], rtol=0.5)
+
+
+def test_distributions_follow_salib_meaning_of_bounds():
+    from SALib.util import scale_samples
+
+    problem = _problem([[1, 3], [2, 0.5], [1, 3, 0.25], [0.1, 0.3]], dists=["unif", "norm", "triang", "lognorm"])
+    checked = _sobol.check_problem(problem, 4)
+    codes, p0, p1, p2 = _sobol._dist_arrays(checked)
+    u = np.random.default_rng(0).uniform(0.01, 0.99, size=(200, 4)).astype(np.float32)
+    ours = np.asarray(_sobol._inverse_cdf(jnp.asarray(u), codes, p0, p1, p2), np.float64)
+    theirs = scale_samples(u.astype(np.float64), problem)
+    np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-5)
+
+
+def test_batch_size_and_outputs_do_not_change_the_result():
+    two = jaxsens.Model.from_function(lambda p, x: jnp.stack([x[0] * x[1], x[2] + x[0] ** 2]), None,
+                                      input_shape=(3,))
+    problem = _problem([[0, 1], [-1, 1], [0, 2]])
+    a = jaxsens.sobol_indices(two, problem, n=1000, batch_size=64, n_bootstrap=20)
+    b = jaxsens.sobol_indices(two, problem, n=1000, batch_size=300, n_bootstrap=20)
+    c = jaxsens.sobol_indices(two, problem, n=1000, batch_size=128, n_bootstrap=20, outputs=[1])
+    for field in ("first_order", "total_order", "first_order_conf", "total_order_conf"):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-5, err_msg=field)
+        np.testing.assert_allclose(getattr(a, field)[1:], getattr(c, field), atol=1e-5, err_msg=field)
+    assert a.output_names == ("y0", "y1") and c.output_names == ("y1",)
+    assert a.total_order[1, 1] == 0.0  # output 1 ignores x1
+
+
+BAD = [
+    ([[0, 1]] * 3, "a list", "SALib's problem dict"),
+    ({"num_vars": 2, "bounds": [[0, 1]] * 2}, None, r"num_vars'\] is 2 but the model has 3"),
+    ({"bounds": [[0, 1]] * 3}, None, r"needs \['num_vars'\]"),
+    (_problem([[0, 1], [1, 0], [0, 1]]), None, r"bounds'\]\[1\] \('x1', unif\) must be \[lower, upper\]"),
+    (_problem([[0, 1], [0, 1]] + [[0]]), None, r"bounds'\]\[2\].*must be 2 finite numbers"),
+    (_problem([[0, 1], [0, np.nan], [0, 1]]), None, "finite"),
+    (_problem([[0, 1]] * 3, dists=["unif", "beta", "unif"]), None, r"dists'\]\[1\] \('x1'\) is 'beta'"),
+    (_problem([[0, 1], [0, -1], [0, 1]], dists=["unif", "norm", "unif"]), None, "standard deviation > 0"),
+    (_problem([[0, 1], [0, 2, 1.5], [0, 1]], dists=["unif", "triang", "unif"]), None, r"\[0, 1\)"),
+    (_problem([[0, 1], [2, 0.5], [0, 1]], dists=["unif", "triang", "unif"]), None, "must be 3 finite numbers"),
+    (_problem([[0, 1]] * 3, names=["a", "a", "b"]), None, "repeats a name"),
+    ({**_problem([[0, 1]] * 3), "groups": ["g", "g", "h"]}, None, "groups"),
+    ({**_problem([[0, 1]] * 3), "bound": 1}, None, "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("problem", "note", "match"), BAD, ids=[m for _, _, m in BAD])
+def test_bad_problems_are_refused_naming_the_entry(problem, note, match):
+    del note
+    with pytest.raises((jaxsens.ArgumentError, jaxsens.ArgumentTypeError), match=match):
+        jaxsens.sobol_indices(ishigami(), problem, n=64)
+
+
+def test_no_problem_is_the_unit_cube_with_a_warning_and_save_load_keeps_the_problem(tmp_path):
+    with pytest.warns(UserWarning, match=r"U\(0, 1\)"):
+        r = jaxsens.sobol_indices(ishigami(), n=256, n_bootstrap=10)
+    assert r.problem["bounds"] == ((0.0, 1.0),) * 3
+    r.save(tmp_path / "s.json")
+    back = jaxsens.load_result(tmp_path / "s.json")
+    assert back.problem == r.problem and np.array_equal(back.first_order_conf, r.first_order_conf)
+
+
+def test_non_finite_outputs_are_refused():
+    m = jaxsens.Model.from_function(lambda p, x: jnp.log(x[:1]) + x[1:2], None, input_shape=(2,))
+    with pytest.raises(jaxsens.DataError, match="NaN or Inf at"):
+        jaxsens.sobol_indices(m, _problem([[0.5, 2], [-1, 1]], dists=["norm", "unif"]), n=2000, n_bootstrap=10)
