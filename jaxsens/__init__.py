@@ -18,6 +18,7 @@ from jaxsens._inside import (
     architecture,
     architecture_frame,
 )
+from jaxsens._integrated import attributions
 from jaxsens._method import DEFAULT_SEED, Method, Option
 from jaxsens._methods import *  # noqa: F403 - every method's function and result class, from the table
 from jaxsens._methods import __all__ as _method_names
@@ -56,6 +57,7 @@ __all__ = [*_method_names,
     "activations",
     "architecture",
     "architecture_frame",
+    "attributions",
     "compare",
     "load_comparison",
     "DEFAULT_SEED",

@@ -10,11 +10,14 @@ from converters.errors import ArgumentError
 from jaxsens import (
     _classic,
     _gradient_x_input,
+    _hessian,
+    _integrated,
     _jacobian,
     _pad,
     _permutation,
     _perturbation,
     _profile,
+    _sobol,
     _stepwise,
 )
 from jaxsens._method import Method
@@ -34,6 +37,8 @@ METHODS = _table(
     _jacobian.SPEC,
     _pad.SPEC,
     _gradient_x_input.SPEC,
+    _integrated.SPEC,
+    _hessian.SPEC,
     _perturbation.PERTURBATION_SPEC,
     _perturbation.INPUT_PERTURBATION_SPEC,
     _permutation.SPEC,
@@ -43,6 +48,7 @@ METHODS = _table(
     _classic.GARSON_SPEC,
     _classic.WEIGHT_SUMS_SPEC,
     _stepwise.SPEC,
+    _sobol.SPEC,
 )
 
 
