@@ -49,7 +49,7 @@ DEPRECATED_METHOD_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 _SHARED_DESTS = frozenset({
     "method", "out", "batch_size", "outputs", "seed", "nan_policy", "targets", "target_column", "feature_names",
     "quiet", "top", "no_plot", "no_header", "debug", "model", "data", "weights", "unsafe", "output",
-    "input_shape", "help", "report",
+    "input_shape", "help", "report", "problem", "bounds",
 })
 # Options that also take a callable from Python (declared ``str``): their command-line choices, by option name.
 _CLI_CHOICES = {"metric": "jaxsens._metrics.METRIC_CHOICES"}
@@ -243,8 +243,17 @@ def add_parsers(sub, add_model_args, load_model) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
-    p.add_argument("data", help="data: .npy (streamed), .npz, .csv, .parquet")
+    global_methods = ", ".join(n for n, s in table.items() if s.family == "global") or "none"
+    p.add_argument("data", nargs="?", default=None,
+                   help=f"data: .npy (streamed), .npz, .csv, .parquet (not given for the global methods: {global_methods})")
     _add_method_args(p, table)
+    p.add_argument("--problem", default=None, metavar="PROBLEM.json",
+                   help="global methods (" + global_methods + "): a JSON file holding SALib's problem dict "
+                   "(num_vars, names, bounds, optional dists); DATA is then not given")
+    p.add_argument("--bounds", default=None, metavar="LO:HI,...",
+                   help="global methods (" + global_methods + "): one uniform range lo:hi per input, e.g. "
+                   "--bounds=0:1,-3.14:3.14 (use '=' when the first bound is negative); names from "
+                   "--feature-names or the model")
     _add_report_arg(p)
     p.set_defaults(fn=lambda args: _cmd_importance(args, load_model))
 
@@ -341,9 +350,13 @@ def run_importance(args, model) -> int:
     else:  # not reachable from the parser (choices), but run_importance may be called directly
         raise ArgumentError(f"--method {name!r} is not one of {method_names()}")
 
+    _check_global_args(args, spec, table)
     model = _name_features(model, args, uses_header=spec.needs_data)
     options = {**_method_options(args, spec), **preset}
     data, targets = _data_and_targets(args, spec)
+    problem = _problem_of(args, spec, model)
+    if problem is not None:
+        data = problem
     shared: dict[str, Any] = {"outputs": _parse_outputs(args.outputs), "batch_size": args.batch_size}
     if args.nan_policy is not None:
         shared["nan_policy"] = args.nan_policy
@@ -371,6 +384,81 @@ def run_importance(args, model) -> int:
     seconds = time.perf_counter() - start
     _report(result, args, seconds)
     return 0
+
+
+def _check_global_args(args, spec, table: Mapping) -> None:
+    """DATA is optional only for the global methods; ``--problem`` / ``--bounds`` apply only to them."""
+    from converters.errors import ArgumentError
+
+    is_global = spec.family == "global"
+    glob = ", ".join(n for n, s in table.items() if s.family == "global") or "none in this version"
+    problem, bounds = getattr(args, "problem", None), getattr(args, "bounds", None)
+    given = [f for f, v in (("--problem", problem), ("--bounds", bounds)) if v is not None]
+    if given and not is_global:
+        raise ArgumentError(f"{' and '.join(given)} {'describes' if len(given) == 1 else 'describe'} the inputs of the global methods ({glob}); "
+                            f"--method {spec.name} reads DATA: drop {' and '.join(given)}")
+    if len(given) == 2:
+        raise ArgumentError("--problem and --bounds both describe the inputs; pass one of them")
+    if args.data is None and not is_global:
+        raise ArgumentError(f"--method {spec.name} needs DATA: jaxsens importance MODEL DATA --method {spec.name} "
+                            f"(only the global methods, {glob}, run without DATA)")
+    if given and args.data is not None:
+        raise ArgumentError(f"{given[0]} gives the inputs of --method {spec.name}, which does not read DATA "
+                            f"({args.data}): drop DATA")
+
+
+def _problem_of(args, spec, model) -> dict | None:
+    """SALib's problem dict from ``--problem FILE`` or ``--bounds LO:HI,...``; ``None`` when neither is given.
+
+    Raises:
+        ArgumentError: a file that is not JSON or not a valid problem for ``model`` (naming the file), or bounds
+            that are not one ``lo:hi`` with ``lo < hi`` per input.
+        DataFileNotFoundError: the problem file does not exist.
+    """
+    import json
+    import math
+
+    from converters.errors import ArgumentError, ArgumentTypeError, DataFileNotFoundError
+    from jaxsens._sobol import check_problem
+
+    path, bounds = getattr(args, "problem", None), getattr(args, "bounds", None)
+    shape = tuple(model.input_shape)
+    if path is None and bounds is None:
+        return None
+    if len(shape) != 1 or len(getattr(model, "input_names", ()) or ()) > 1:
+        raise ArgumentError(f"{'--problem' if path else '--bounds'} describes a vector of features; this model "
+                            f"takes per-sample shape {list(shape)}")
+    n_features = shape[0]
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                problem = json.load(f)
+        except FileNotFoundError:
+            raise DataFileNotFoundError(f"--problem {path}: the file does not exist") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ArgumentError(f"--problem {path}: not a readable JSON file ({e}); it must hold SALib's problem "
+                                "dict, e.g. {\"num_vars\": 2, \"bounds\": [[0, 1], [-1, 1]]}") from None
+        try:
+            check_problem(problem, n_features, spec.function_name)
+        except (ArgumentError, ArgumentTypeError) as e:
+            raise ArgumentError(f"--problem {path}: {e}") from None
+        return problem
+    ranges = []
+    for i, item in enumerate(_list_arg(bounds)):
+        parts = item.split(":")
+        try:
+            lo, hi = (float(v) for v in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ArgumentError(f"--bounds item {i} ({item!r}) must be lo:hi, two finite numbers with lo < hi, "
+                                "e.g. 0:1 or -3.14:3.14")
+        ranges.append([lo, hi])
+    if len(ranges) != n_features:
+        raise ArgumentError(f"--bounds gives {len(ranges)} ranges; the model has {n_features} input features: "
+                            "give one lo:hi per input")
+    names = model.feature_names or tuple(f"x{i}" for i in range(n_features))
+    return {"num_vars": n_features, "names": list(names), "bounds": ranges, "dists": ["unif"] * n_features}
 
 
 def _given_options(args) -> dict[str, Any]:

@@ -92,11 +92,47 @@ class SobolIndices(Result):
     n_bootstrap: int
 
     importance_label: ClassVar[str] = "total-order Sobol index"
+    plot_xlabel: ClassVar[str] = "Sobol index (share of the output variance): first order S1, total order ST"
+    plot_bars_per_feature: ClassVar[int] = 2  # plot(): S1 and ST side by side
     stderr_rule: ClassVar[str] = "total_order_conf / 1.96 (Poisson bootstrap over the sample rows)"
 
     def _extra_columns(self):
         return {"first_order": self.first_order, "first_order_conf": self.first_order_conf,
                 "total_order_conf": self.total_order_conf}
+
+    def plot(self, *, top: int = 20, output: int | str | None = None, path=None):
+        """S1 and ST bars side by side per input with their 95% intervals (``first_order_conf``,
+        ``total_order_conf``), the ``top`` inputs by total order; one panel per output (or the one ``output``).
+
+        Indices of different outputs are not averaged (a mean of indices is no index): with several outputs and
+        ``output=None`` every output gets its own panel. Returns the matplotlib ``Figure``.
+        """
+        from jaxsens._results import _short, finish_figure, output_index, pyplot
+
+        plt = pyplot()
+        which = range(self.n_outputs) if output is None else [output_index(output, self.output_names)]
+        n_feat = self.total_order.shape[-1]
+        k = max(min(int(top), n_feat), 1)
+        fig, axes = plt.subplots(len(which), 1, figsize=(8, len(which) * (1.6 + 0.45 * k)), squeeze=False)
+        for ax, o in zip(axes[:, 0], which):
+            st = self.total_order[o]
+            order = sorted(range(n_feat), key=lambda j: (not np.isfinite(st[j]), -np.nan_to_num(st[j])))[:k]
+            pos = np.arange(len(order))[::-1].astype(np.float64)  # largest on top
+            h = 0.38
+            ax.barh(pos + h / 2, self.first_order[o, order], h, xerr=np.nan_to_num(self.first_order_conf[o, order]),
+                    color="#4C72B0", ecolor="#333333", capsize=2, label="first order S1 (95% interval)")
+            ax.barh(pos - h / 2, self.total_order[o, order], h, xerr=np.nan_to_num(self.total_order_conf[o, order]),
+                    color="#DD8452", ecolor="#333333", capsize=2, label="total order ST (95% interval)")
+            ax.set_yticks(pos, [_short(self.feature_names[j]) for j in order])
+            ax.axvline(0.0, color="#999999", linewidth=0.8)
+            ax.set_xlabel(self.plot_xlabel)
+            ax.set_ylabel("feature")
+            name = self.output_names[o] if self.output_names else str(o)
+            ax.set_title(f"output {name}", fontsize=9)
+            ax.legend(loc="lower right", fontsize=8)
+        fig.suptitle(f"{self.method}: top {k} of {n_feat} features by total order (n = {self.n_samples}, "
+                     f"{self.n_bootstrap} bootstrap replicates)", fontsize=10)
+        return finish_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------ the problem

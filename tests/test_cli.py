@@ -155,7 +155,7 @@ def _one_error_line(err: str) -> str:
 def test_user_errors_are_one_line_and_exit_2(small_regression, tmp_path, capsys):
     model, x = str(small_regression / "reg.onnx"), str(small_regression / "x.npy")
     cases = [
-        (["importance"], "the following arguments are required: model, data"),  # argparse, in a subcommand
+        (["importance"], "the following arguments are required: model"),  # argparse, in a subcommand
         (["frobnicate"], "invalid choice: 'frobnicate'"),  # argparse, top level
         (["importance", model, x, "--batch-size", "many"], "argument --batch-size: invalid int value: 'many'"),
         (["importance", model, x, "--method", "permutation", "--out", str(tmp_path / "o")], "needs targets"),

@@ -391,8 +391,9 @@ def test_plot_has_title_labels_and_labelled_intervals(name):
         title = fig._suptitle.get_text()
         assert name in title and "top 3 of 4 features" in title, title
         ax = fig.axes[0]
-        assert ax.get_xlabel() == result.importance_label and ax.get_ylabel() == "feature"
-        assert len(ax.patches) == 3  # the top 3 bars
+        assert ax.get_xlabel() == getattr(result, "plot_xlabel", result.importance_label)
+        assert ax.get_ylabel() == "feature"
+        assert len(ax.patches) == 3 * getattr(result, "plot_bars_per_feature", 1)  # the top 3 (groups of) bars
         legend = ax.get_legend()
         if np.nan_to_num(result.stderr).any():  # intervals are drawn, and labelled as 95% intervals
             assert legend is not None and "95% interval" in legend.get_texts()[0].get_text()

@@ -187,3 +187,122 @@ def test_non_finite_outputs_are_refused():
     m = jaxsens.Model.from_function(lambda p, x: jnp.log(x[:1]) + x[1:2], None, input_shape=(2,))
     with pytest.raises(jaxsens.DataError, match="NaN or Inf at"):
         jaxsens.sobol_indices(m, _problem([[0.5, 2], [-1, 1]], dists=["norm", "unif"]), n=2000, n_bootstrap=10)
+
+
+# ------------------------------------------------------------------------------------- the plot and the CLI
+def _bar_values(ax):
+    """``[(widths, centres, half-widths)]`` per bar group of ``ax``, read back from the drawn artists."""
+    out = []
+    for c in ax.containers:
+        if not hasattr(c, "patches"):
+            continue
+        widths = np.array([p.get_width() for p in c.patches])
+        centres = np.array([p.get_y() + p.get_height() / 2 for p in c.patches])
+        segs = c.errorbar.lines[2][0].get_segments()
+        half = np.array([(s[1][0] - s[0][0]) / 2 for s in segs])
+        mids = np.array([(s[1][0] + s[0][0]) / 2 for s in segs])
+        np.testing.assert_allclose(mids, widths, rtol=1e-6, atol=1e-12)  # the interval is centred on the bar
+        out.append((widths, centres, half))
+    return out
+
+
+def test_plot_draws_s1_and_st_side_by_side_with_their_intervals(tmp_path):
+    r = jaxsens.sobol_indices(ishigami(), _problem(PI_BOUNDS), n=2048, n_bootstrap=20, key=3)
+    fig = r.plot(top=2, path=tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 0
+    (ax,) = fig.axes
+    (s1, s1_y, s1_half), (st, st_y, st_half) = _bar_values(ax)
+    order = np.argsort(-r.total_order[0])[:2]  # the top 2 by total order, largest on top
+    np.testing.assert_allclose(st, r.total_order[0, order], rtol=1e-6)
+    np.testing.assert_allclose(s1, r.first_order[0, order], rtol=1e-6)
+    np.testing.assert_allclose(st_half, r.total_order_conf[0, order], rtol=1e-6)
+    np.testing.assert_allclose(s1_half, r.first_order_conf[0, order], rtol=1e-6)
+    assert np.all(st_half > 0) and st_y[0] > st_y[1]  # side by side: S1 just above ST of the same feature
+    np.testing.assert_allclose(s1_y - st_y, 0.38, rtol=1e-6)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [r.feature_names[j] for j in order]
+    two = jaxsens.Model.from_function(lambda p, x: jnp.stack([x[0] * x[1], x[2] + x[0] ** 2]), None,
+                                      input_shape=(3,))
+    r2 = jaxsens.sobol_indices(two, _problem([[0, 1], [-1, 1], [0, 2]]), n=512, n_bootstrap=10)
+    assert len(r2.plot().axes) == 2  # one panel per output: indices of two outputs are not averaged
+    (ax1,) = r2.plot(output="y1").axes
+    np.testing.assert_allclose(sorted(_bar_values(ax1)[1][0]), sorted(r2.total_order[1]), rtol=1e-6)
+
+
+def _cli(tmp_path, *extra):
+    from jaxsens import examples
+    from jaxsens.cli import main
+
+    out = tmp_path / "out"
+    code = main(["importance", examples.default_model_path(), *extra, "--out", str(out), "--quiet"])
+    return code, out
+
+
+def test_cli_bounds_equals_the_api_call(tmp_path):
+    from jaxsens import examples
+
+    d = 82
+    rng = np.random.default_rng(7)
+    lo = np.round(rng.uniform(-2, 0, d), 3)
+    hi = np.round(lo + rng.uniform(0.5, 2, d), 3)
+    bounds = ",".join(f"{a}:{b}" for a, b in zip(lo, hi))
+    code, out = _cli(tmp_path, "--method", "sobol", f"--bounds={bounds}", "--n", "64", "--n-bootstrap", "2",
+                     "--seed", "5", "--no-plot")
+    assert code == 0
+    saved = jaxsens.load_result(out / "importance.json")
+    model = jaxsens.load_model(examples.default_model_path())
+    problem = {"num_vars": d, "names": list(model.feature_names), "bounds": np.stack([lo, hi], 1).tolist()}
+    api = jaxsens.sobol_indices(model, problem, n=64, n_bootstrap=2, key=5)
+    for field in ("first_order", "total_order", "first_order_conf", "total_order_conf"):
+        np.testing.assert_array_equal(getattr(saved, field), getattr(api, field), err_msg=field)
+    assert saved.problem["bounds"] == tuple(zip(lo.tolist(), hi.tolist()))
+    assert saved.feature_names == model.feature_names
+
+
+def test_cli_problem_file_equals_the_api_call_and_a_bad_file_is_named(tmp_path, capsys):
+    import json
+
+    from jaxsens import examples
+
+    d = 82
+    model = jaxsens.load_model(examples.default_model_path())
+    problem = {"num_vars": d, "names": [f"p{i}" for i in range(d)], "bounds": [[0, 1]] * (d - 1) + [[0.5, 0.2]],
+               "dists": ["unif"] * (d - 1) + ["norm"]}
+    path = tmp_path / "problem.json"
+    path.write_text(json.dumps(problem))
+    code, out = _cli(tmp_path, "--method", "sobol", "--problem", str(path), "--n", "64", "--n-bootstrap", "2")
+    assert code == 0 and (out / "importance.png").exists()
+    saved = jaxsens.load_result(out / "importance.json")
+    api = jaxsens.sobol_indices(model, problem, n=64, n_bootstrap=2)
+    np.testing.assert_array_equal(saved.total_order, api.total_order)
+    np.testing.assert_array_equal(saved.first_order_conf, api.first_order_conf)
+    assert saved.feature_names == tuple(problem["names"])
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    for text, match in (("{not json", "not a readable JSON"), (json.dumps({**problem, "num_vars": 3}), "num_vars")):
+        bad.write_text(text)
+        assert _cli(tmp_path / "b", "--method", "sobol", "--problem", str(bad), "--n", "8")[0] == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and match in err
+    assert _cli(tmp_path / "m", "--method", "sobol", "--problem", str(tmp_path / "nope.json"))[0] == 2
+    assert "nope.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["--method", "jacobian"], "--method jacobian needs DATA"),
+    (["--method", "jacobian", "--bounds=0:1"], "--bounds describes the inputs of the global methods"),
+    (["DATA", "--method", "jacobian", "--problem", "p.json"], "--problem describes the inputs of the global"),
+    (["--method", "sobol", "--bounds=0:1", "--problem", "p.json"], "pass one of them"),
+    (["DATA", "--method", "sobol", "--bounds=0:1"], "drop DATA"),
+    (["--method", "sobol", "--bounds=0:1,1:2"], "gives 2 ranges; the model has 82"),
+    (["--method", "sobol", "--bounds=" + ",".join(["0:1"] * 81 + ["2:1"])], r"item 81 \('2:1'\)"),
+    (["--method", "sobol", "--bounds=" + ",".join(["0:1"] * 81 + ["x"])], r"item 81 \('x'\) must be lo:hi"),
+])
+def test_cli_global_argument_rules(argv, match, tmp_path, capsys):
+    import re
+
+    from jaxsens import examples
+
+    argv = [examples.default_data_path() if a == "DATA" else a for a in argv]
+    assert _cli(tmp_path, *argv)[0] == 2
+    assert re.search(match, capsys.readouterr().err)
