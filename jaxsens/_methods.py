@@ -9,10 +9,12 @@ import types
 from converters.errors import ArgumentError
 from jaxsens import (
     _classic,
+    _dgsm,
     _gradient_x_input,
     _hessian,
     _integrated,
     _jacobian,
+    _morris,
     _pad,
     _permutation,
     _perturbation,
@@ -49,6 +51,8 @@ METHODS = _table(
     _classic.WEIGHT_SUMS_SPEC,
     _stepwise.SPEC,
     _sobol.SPEC,
+    _dgsm.SPEC,
+    _morris.SPEC,
 )
 
 
