@@ -14,3 +14,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def session_tmp(tmp_path_factory) -> os.PathLike:
     """One temporary folder for the whole session: model files written once and read by several tests."""
     return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    """Drop JAX's compiled executables after each test file. One process runs ~4,500 tests that compile thousands of
+    kernels; a full run once crashed inside XLA's compiler (SIGSEGV) near its end while every file passed on its own,
+    so nothing compiled is kept alive from one file to the next (files that share kernels compile them again)."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
