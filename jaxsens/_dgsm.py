@@ -34,16 +34,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.errors import ArgumentError, DataError
+from converters.errors import DataError
 from jaxsens import _engine, _stats
-from jaxsens._checks import check_model
-from jaxsens._data import Source
 from jaxsens._jacobian import chunk_jacobians
 from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._results import Result, result_class
 
 # private helpers of the Sobol module, reused on purpose (one problem parser, one sampler)
-from jaxsens._sobol import _dist_arrays, _inverse_cdf, _outputs_of, _unit_cube, check_problem, sample_ab
+from jaxsens._sobol import _dist_arrays, _outputs_of, median_shift, resolve_problem, row_source, sample_ab
 
 __all__ = ["SPEC", "DGSMResult", "dgsm"]
 
@@ -107,27 +105,9 @@ def _kernel(state, xs, mask, row_index, *, outputs, codes, mode):
 
 def _prepare(call: Call) -> Plan:
     model, fn = call.model, "dgsm"
-    (shape,) = check_model(model, fn, family="global")
-    if len(shape) != 1:
-        raise ArgumentError(f"{fn}() needs a model whose input is a vector of features; this one takes per-sample "
-                            f"shape {list(shape)}")
-    n_features = shape[0]
-    names = model.feature_names or tuple(f"x{i}" for i in range(n_features))
-    if call.data is None:
-        problem = _unit_cube(n_features, names)
-        warnings.warn(
-            f"{fn}(): no problem given: every input is taken as independent U(0, 1) (the unit hypercube). Pass "
-            "SALib's problem dict as data ({'num_vars', 'names', 'bounds', 'dists'}) for the inputs' real ranges",
-            stacklevel=5,
-        )
-    else:
-        problem = check_problem(call.data, n_features, fn)
+    problem, n_features = resolve_problem(call, fn)
     codes, p0, p1, p2 = _dist_arrays(problem)
-    median = _inverse_cdf(jnp.full((n_features,), 0.5, jnp.float32), codes, p0, p1, p2)
-    shift = _outputs_of(model, call.outputs)(median)
-    if not bool(jnp.all(jnp.isfinite(shift))):
-        raise DataError(f"{fn}(): the model's output at the inputs' medians is not finite ({np.asarray(shift)}); "
-                        "check the problem's bounds against the ranges the model accepts")
+    shift = median_shift(model, call.outputs, codes, p0, p1, p2, fn)
     k = int(shift.shape[0])
     mode = "forward" if n_features <= k else "reverse"
     state = _State(model, jax.random.fold_in(call.key, 0), shift, p0, p1, p2)
@@ -136,11 +116,7 @@ def _prepare(call: Call) -> Plan:
     per_eval = _engine.model_bytes_per_sample(model, ("dgsm", call.outputs), _outputs_of(model, call.outputs),
                                               example)
     per_row = (min(n_features, k) + 2) * per_eval + 4 * (8 * n_features + 4 * k * n_features)
-    source = Source(
-        blocks=lambda rows: (np.zeros((min(rows, n - s), 1), np.float32) for s in range(0, n, max(int(rows), 1))),
-        n_rows=n, feature_names=None, description=f"{n} DGSM sample rows", dtype=np.dtype(np.float32),
-        row_shape=(1,),
-    )
+    source = row_source(n, "DGSM sample rows")
     return Plan(state=state, static={"outputs": call.outputs, "codes": codes, "mode": mode},
                 bytes_per_sample=per_row, context=problem, data=source)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from typing import Any, ClassVar
 
 import jax
@@ -37,13 +36,11 @@ import numpy as np
 
 from converters.errors import ArgumentError, DataError
 from jaxsens import _engine, _stats
-from jaxsens._checks import check_model
-from jaxsens._data import Source
 from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._results import Result, result_class
 
 # private helpers of the Sobol module, reused on purpose (one problem parser)
-from jaxsens._sobol import _dist_arrays, _outputs_of, _unit_cube, check_problem
+from jaxsens._sobol import _dist_arrays, _outputs_of, resolve_problem, row_source
 
 __all__ = ["SPEC", "MorrisResult", "morris", "trajectories"]
 
@@ -129,25 +126,11 @@ def _kernel(state, xs, mask, row_index, *, outputs, n_features, n_levels):
 
 def _prepare(call: Call) -> Plan:
     model, fn = call.model, "morris"
-    (shape,) = check_model(model, fn, family="global")
-    if len(shape) != 1:
-        raise ArgumentError(f"{fn}() needs a model whose input is a vector of features; this one takes per-sample "
-                            f"shape {list(shape)}")
-    n_features = shape[0]
     n_levels = call.options["n_levels"]
     if n_levels % 2:
         raise ArgumentError(f"{fn}(): n_levels must be even (the step p / (2 (p - 1)) stays on the grid only "
                             f"then), got {n_levels}; use e.g. 4 or 6")
-    names = model.feature_names or tuple(f"x{i}" for i in range(n_features))
-    if call.data is None:
-        problem = _unit_cube(n_features, names)
-        warnings.warn(
-            f"{fn}(): no problem given: every input is taken as independent U(0, 1) (the unit hypercube). Pass "
-            "SALib's problem dict as data ({'num_vars', 'names', 'bounds'}) for the inputs' real ranges",
-            stacklevel=5,
-        )
-    else:
-        problem = check_problem(call.data, n_features, fn)
+    problem, n_features = resolve_problem(call, fn)
     other = [(problem["names"][i], d) for i, d in enumerate(problem["dists"]) if d != "unif"]
     if other:
         raise ArgumentError(f"{fn}(): only uniform inputs are supported (the grid's levels 0 and 1 are the bounds); "
@@ -158,11 +141,7 @@ def _prepare(call: Call) -> Plan:
     per_eval = _engine.model_bytes_per_sample(model, ("morris", call.outputs), _outputs_of(model, call.outputs),
                                               example)
     per_row = (n_features + 1) * (per_eval + 8 * n_features) + 64 * n_features
-    source = Source(
-        blocks=lambda rows: (np.zeros((min(rows, r - s), 1), np.float32) for s in range(0, r, max(int(rows), 1))),
-        n_rows=r, feature_names=None, description=f"{r} Morris trajectories", dtype=np.dtype(np.float32),
-        row_shape=(1,),
-    )
+    source = row_source(r, "Morris trajectories")
     state = _State(model, call.key, p0, p1)
     return Plan(state=state, static={"outputs": call.outputs, "n_features": n_features, "n_levels": n_levels},
                 bytes_per_sample=per_row, context=problem, data=source)

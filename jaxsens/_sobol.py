@@ -296,30 +296,53 @@ def _kernel(state, xs, mask, row_index, *, outputs, codes, n_boot):
     return stats
 
 
-def _prepare(call: Call) -> Plan:
-    model, fn = call.model, "sobol_indices"
+def resolve_problem(call: Call, fn: str) -> tuple[dict, int]:
+    """The checked problem of a global method's call and the model's number of features (shared by every method
+    of the "global" family): a vector-input model; ``data=None`` means independent U(0, 1) inputs, with a
+    warning."""
+    model = call.model
     (shape,) = check_model(model, fn, family="global")
     if len(shape) != 1:
         raise ArgumentError(f"{fn}() needs a model whose input is a vector of features; this one takes per-sample "
                             f"shape {list(shape)}")
     n_features = shape[0]
+    if call.data is not None:
+        return check_problem(call.data, n_features, fn), n_features
     names = model.feature_names or tuple(f"x{i}" for i in range(n_features))
-    if call.data is None:
-        problem = _unit_cube(n_features, names)
-        warnings.warn(
-            f"{fn}(): no problem given: every input is taken as independent U(0, 1) (the unit hypercube). Pass "
-            "SALib's problem dict as data ({'num_vars', 'names', 'bounds', 'dists'}) for the inputs' real ranges",
-            stacklevel=5,
-        )
-    else:
-        problem = check_problem(call.data, n_features, fn)
-    codes, p0, p1, p2 = _dist_arrays(problem)
-    key = call.key
+    warnings.warn(
+        f"{fn}(): no problem given: every input is taken as independent U(0, 1) (the unit hypercube). Pass "
+        "SALib's problem dict as data ({'num_vars', 'names', 'bounds', 'dists'}) for the inputs' real ranges",
+        stacklevel=6,
+    )
+    return _unit_cube(n_features, names), n_features
+
+
+def median_shift(model, outputs, codes, p0, p1, p2, fn: str):
+    """The model's outputs at the inputs' medians (a shift that keeps the streamed variance sums well conditioned),
+    refused when not finite."""
+    n_features = int(p0.shape[0])
     median = _inverse_cdf(jnp.full((n_features,), 0.5, jnp.float32), codes, p0, p1, p2)
-    shift = _outputs_of(model, call.outputs)(median)
+    shift = _outputs_of(model, outputs)(median)
     if not bool(jnp.all(jnp.isfinite(shift))):
         raise DataError(f"{fn}(): the model's output at the inputs' medians is not finite ({np.asarray(shift)}); "
                         "check the problem's bounds against the ranges the model accepts")
+    return shift
+
+
+def row_source(n: int, what: str) -> Source:
+    """``n`` rows of one dummy column: the engine streams row numbers, the kernel draws each row from its key."""
+    return Source(
+        blocks=lambda rows: (np.zeros((min(rows, n - s), 1), np.float32) for s in range(0, n, max(int(rows), 1))),
+        n_rows=n, feature_names=None, description=f"{n} {what}", dtype=np.dtype(np.float32), row_shape=(1,),
+    )
+
+
+def _prepare(call: Call) -> Plan:
+    model, fn = call.model, "sobol_indices"
+    problem, n_features = resolve_problem(call, fn)
+    codes, p0, p1, p2 = _dist_arrays(problem)
+    key = call.key
+    shift = median_shift(model, call.outputs, codes, p0, p1, p2, fn)
     state = _State(model, jax.random.fold_in(key, 0), jax.random.fold_in(key, 1), shift, p0, p1, p2)
     n, n_boot = call.options["n"], call.options["n_bootstrap"]
     k = int(shift.shape[0])
@@ -327,11 +350,7 @@ def _prepare(call: Call) -> Plan:
     per_eval = _engine.model_bytes_per_sample(model, ("sobol", call.outputs), _outputs_of(model, call.outputs),
                                               example)
     per_row = (n_features + 2) * (per_eval + 8 * n_features) + 4 * (n_boot + 8 * k * n_features * (n_boot + 1))
-    source = Source(
-        blocks=lambda rows: (np.zeros((min(rows, n - s), 1), np.float32) for s in range(0, n, max(int(rows), 1))),
-        n_rows=n, feature_names=None, description=f"{n} Sobol sample rows", dtype=np.dtype(np.float32),
-        row_shape=(1,),
-    )
+    source = row_source(n, "Sobol sample rows")
     return Plan(state=state, static={"outputs": call.outputs, "codes": codes, "n_boot": n_boot},
                 bytes_per_sample=per_row, context=problem, data=source)
 
