@@ -7,12 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _ishigami import PI, A, B
+from _ishigami import ishigami as _ishigami
+from _ishigami import ishigami_np as _ishigami_np
+from _ishigami import problem as _problem
 
 import jaxsens
 from jaxsens import _sobol
 
-A, B = 7.0, 0.1
-PI = np.pi
 N = 2**13
 # Ishigami on U(-pi, pi)^3: d/dx1 = cos x1 (1 + b x3^4), d/dx2 = a sin 2 x2, d/dx3 = 4 b x3^3 sin x1;
 # E[cos^2] = E[sin^2] = 1/2, E[x^4] = pi^4 / 5, E[x^6] = pi^6 / 7, E[x^8] = pi^8 / 9
@@ -20,21 +22,6 @@ NU = np.array([0.5 * (1 + 2 * B * PI**4 / 5 + B**2 * PI**8 / 9), A**2 / 2, 8 * B
 VAR = A**2 / 8 + B * PI**4 / 5 + B**2 * PI**8 / 18 + 0.5
 ST = np.array([0.5576, 0.4424, 0.2437, 0.0])
 
-
-def _ishigami_np(x):
-    return np.sin(x[:, 0]) + A * np.sin(x[:, 1]) ** 2 + B * x[:, 2] ** 4 * np.sin(x[:, 0])
-
-
-def _ishigami():
-    """Ishigami in x1..x3 plus an input x4 the model ignores."""
-    def f(p, x):
-        return jnp.stack([jnp.sin(x[0]) + A * jnp.sin(x[1]) ** 2 + B * x[2] ** 4 * jnp.sin(x[0])])
-
-    return jaxsens.Model.from_function(f, None, input_shape=(4,))
-
-
-def _problem():
-    return {"num_vars": 4, "names": ["x1", "x2", "x3", "x4"], "bounds": [[-PI, PI]] * 4}
 
 
 @pytest.fixture(scope="module")

@@ -7,28 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _ishigami import PI
+from _ishigami import ishigami as _ishigami
+from _ishigami import ishigami_np as _ishigami_np
+from _ishigami import problem as _problem
 
 import jaxsens
 from jaxsens import _morris
-
-A, B = 7.0, 0.1
-PI = np.pi
-
-
-def _ishigami_np(x):
-    return np.sin(x[:, 0]) + A * np.sin(x[:, 1]) ** 2 + B * x[:, 2] ** 4 * np.sin(x[:, 0])
-
-
-def _ishigami():
-    """Ishigami in x1..x3 plus an input x4 the model ignores."""
-    def f(p, x):
-        return jnp.stack([jnp.sin(x[0]) + A * jnp.sin(x[1]) ** 2 + B * x[2] ** 4 * jnp.sin(x[0])])
-
-    return jaxsens.Model.from_function(f, None, input_shape=(4,))
-
-
-def _problem():
-    return {"num_vars": 4, "names": ["x1", "x2", "x3", "x4"], "bounds": [[-PI, PI]] * 4}
 
 
 def test_trajectory_design():
