@@ -9,7 +9,9 @@ For independent inputs :math:`X_1 \dots X_D` and an output :math:`f(X)`, the mea
 indices", Math. Comput. Simul. 79(10)). It bounds the total Sobol index: for :math:`X_i \sim U(a, b)`,
 :math:`S_{T_i} \le \frac{(b - a)^2}{\pi^2} \frac{\nu_i}{V}`, and for :math:`X_i \sim N(\mu, \sigma^2)`,
 :math:`S_{T_i} \le \sigma^2 \nu_i / V`, with :math:`V = \mathrm{Var} f` (ddof 0). No such bound is given for the
-triangular and lognormal inputs: their ``total_order_bound`` is NaN (with a warning).
+triangular and lognormal inputs nor for empirical marginals (a data source as the problem: the inputs are
+resampled from the data's columns, see :func:`jaxsens._sobol.empirical_marginals`): their ``total_order_bound`` is
+NaN (with a warning), not a number computed from the data's variance that would not be a proven bound.
 
 Estimator: plain Monte Carlo, :math:`\hat\nu_i = \frac1n \sum_j (\partial f / \partial x_i)(x_j)^2` with the exact
 Jacobian (automatic differentiation, :func:`jaxsens._jacobian.chunk_jacobians`), not SALib's finite differences
@@ -41,7 +43,16 @@ from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._results import Result, result_class
 
 # private helpers of the Sobol module, reused on purpose (one problem parser, one sampler)
-from jaxsens._sobol import _dist_arrays, _outputs_of, median_shift, resolve_problem, row_source, sample_ab
+from jaxsens._sobol import (
+    EMPIRICAL,
+    _dist_arrays,
+    _outputs_of,
+    median_shift,
+    resolve_problem,
+    row_source,
+    sample_ab,
+    table_leaf,
+)
 
 __all__ = ["SPEC", "DGSMResult", "dgsm"]
 
@@ -56,7 +67,7 @@ class DGSMResult(Result):
         nu: :math:`\nu_i = E[(\partial f_k / \partial x_i)^2]` ``[n_outputs, n_features]``.
         total_order_bound: the Sobol-Kucherenko upper bound on the total Sobol index ``[n_outputs, n_features]``
             (uniform: ``(b - a)^2 / pi^2 * nu / variance``; normal: ``sd^2 * nu / variance``; NaN for
-            triangular and lognormal inputs).
+            triangular and lognormal inputs and empirical marginals).
         variance: ``[n_outputs]`` the output variance over the sample rows (ddof 0).
         problem: the input distributions (SALib's problem dict).
     """
@@ -73,8 +84,8 @@ class DGSMResult(Result):
         return {"total_order_bound": self.total_order_bound}
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "key", "shift", "p0", "p1", "p2"],
-                   meta_fields=[])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "key", "shift", "p0", "p1", "p2",
+                                                                   "table"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class _State:
     """What the kernel reads; the engine streams one dummy column of row numbers (``input_shape`` (1,))."""
@@ -85,6 +96,7 @@ class _State:
     p0: Any
     p1: Any
     p2: Any
+    table: Any  # [m, D] sorted columns of empirical marginals ([1, D] zeros otherwise)
 
     input_shape = (1,)
     feature_names = None
@@ -95,7 +107,7 @@ def _kernel(state, xs, mask, row_index, *, outputs, codes, mode):
     """Per chunk: moments of ``(df/dx)^2`` ``[k, D]`` and of ``f - shift`` ``[k]``, and a count of non-finite
     rows."""
     del xs  # the rows are generated from row_index
-    x, _ = sample_ab(state.key, row_index, codes, state.p0, state.p1, state.p2)  # [batch, D]
+    x, _ = sample_ab(state.key, row_index, codes, state.p0, state.p1, state.p2, state.table)  # [batch, D]
     jac = chunk_jacobians(state.model, x, mode=mode, outputs=outputs)  # [batch, k, D]
     f = jax.vmap(_outputs_of(state.model.with_unroll(0), outputs))(x)  # [batch, k]
     bad = (jnp.sum(~jnp.isfinite(f), axis=1) + jnp.sum(~jnp.isfinite(jac), axis=(1, 2))) > 0
@@ -105,12 +117,13 @@ def _kernel(state, xs, mask, row_index, *, outputs, codes, mode):
 
 def _prepare(call: Call) -> Plan:
     model, fn = call.model, "dgsm"
-    problem, n_features = resolve_problem(call, fn)
+    problem, n_features, table = resolve_problem(call, fn)
     codes, p0, p1, p2 = _dist_arrays(problem)
-    shift = median_shift(model, call.outputs, codes, p0, p1, p2, fn)
+    table = table_leaf(table, n_features)
+    shift = median_shift(model, call.outputs, codes, p0, p1, p2, fn, table)
     k = int(shift.shape[0])
     mode = "forward" if n_features <= k else "reverse"
-    state = _State(model, jax.random.fold_in(call.key, 0), shift, p0, p1, p2)
+    state = _State(model, jax.random.fold_in(call.key, 0), shift, p0, p1, p2, table)
     n = call.options["n"]
     example = jax.ShapeDtypeStruct((n_features,), jnp.float32)
     per_eval = _engine.model_bytes_per_sample(model, ("dgsm", call.outputs), _outputs_of(model, call.outputs),
@@ -148,7 +161,11 @@ def _finalize(stats, info, plan: Plan, call: Call) -> DGSMResult:
     factor = _bound_factor(problem)
     outs = output_names(model, call.outputs)
     other = [problem["names"][i] for i in np.flatnonzero(np.isnan(factor))]
-    if other:
+    if other and all(t == EMPIRICAL for t in problem["dists"]):
+        warnings.warn("dgsm(): no total-order bound for empirical marginals (the Sobol-Kucherenko bound is proven "
+                      "for uniform and normal inputs only; the data's own variance would give a number that is "
+                      "no bound): total_order_bound is NaN", stacklevel=5)
+    elif other:
         warnings.warn(f"dgsm(): no total-order bound for input(s) {other} (only uniform and normal inputs have "
                       "one): their total_order_bound is NaN", stacklevel=5)
     flat = ~(var > 0)
@@ -187,7 +204,8 @@ SPEC = Method(
     Args:
         data: the input distributions as SALib's problem dict (as for :func:`jaxsens.sobol_indices`). The bound
             exists for ``"unif"`` and ``"norm"`` inputs; for the others it is NaN (with a warning). ``None``:
-            every input U(0, 1), with a warning.
+            every input U(0, 1), with a warning. Or a data source whose columns give the inputs' empirical
+            marginals (resampled independently: correlations are ignored; ``total_order_bound`` is then NaN).
 
     Returns:
         A :class:`DGSMResult`: ``nu`` (``importance``) and ``total_order_bound``, each

@@ -11,8 +11,11 @@ in units of the unit-scaled input (SALib's ``morris.analyze`` with ``scaled=Fals
 n_trajectories`` trajectories: ``mu`` is the mean of :math:`EE_i`, ``mu_star`` the mean of :math:`|EE_i|` (the
 headline ``importance``), ``sigma`` their standard deviation (ddof 1, as SALib). ``stderr`` is the standard error
 of ``mu_star`` (standard deviation of :math:`|EE_i|`, ddof 1, over :math:`\sqrt r`). An input the model ignores
-has every :math:`EE_i` 0 up to float32 rounding of the compiled model (exactly 0 for models whose evaluation
-XLA rounds identically at every row; not guaranteed: ``exact_zero=False`` in the method table).
+has every :math:`EE_i` exactly 0: the change between two points is taken as ``where(f1 == f2, 0, f1 - f2)``
+(:func:`jaxsens._sobol.exact_difference`). A plain ``f1 - f2`` is not enough: XLA fuses the subtraction into the
+model's last operations and contracts the last multiplication (a softmax's normalisation) with it into a fused
+multiply-add, so two outputs equal as float32 values differed by ~1e-8 (measured on a softmax MLP whose weights
+from the input are exactly 0).
 
 Design (:func:`trajectories`): trajectory ``t`` is drawn from ``fold_in(key, t)``: a start level per input,
 uniform on the ``p`` levels, and a uniformly random order of the inputs. Step ``s`` moves input ``order[s]`` by
@@ -22,6 +25,12 @@ direction set by the start level instead of drawn). Not Campolongo's optimised s
 independent, so the results do not depend on the batch size or the number of devices and nothing of size ``r``
 is held on the host. Only uniform inputs (``dists`` ``"unif"``) are supported: the grid's end levels 0 and 1 map
 to infinite values for unbounded distributions.
+
+A data source as the problem: each input's grid level :math:`l / (p - 1)` maps to the empirical quantile of its
+column, :math:`v_{(\min(\lfloor l m / (p - 1) \rfloor, m - 1))}` over the ``m`` sorted values of its quantile table
+(:func:`jaxsens._sobol.empirical_marginals`; level 0 is the column's minimum, level 1 its maximum), the inputs
+independent (**correlations in the data are ignored**); the elementary effects are then per unit of the input's
+quantile level (its rank scale), not of its own unit.
 """
 
 from __future__ import annotations
@@ -40,7 +49,15 @@ from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._results import Result, result_class
 
 # private helpers of the Sobol module, reused on purpose (one problem parser)
-from jaxsens._sobol import _dist_arrays, _outputs_of, resolve_problem, row_source
+from jaxsens._sobol import (
+    EMPIRICAL,
+    _dist_arrays,
+    _outputs_of,
+    exact_difference,
+    resolve_problem,
+    row_source,
+    table_leaf,
+)
 
 __all__ = ["SPEC", "MorrisResult", "morris", "trajectories"]
 
@@ -73,6 +90,42 @@ class MorrisResult(Result):
     def _extra_columns(self):
         return {"mu": self.mu, "sigma": self.sigma}
 
+    def plot(self, *, top: int = 20, output: int | str | None = None, path=None):
+        """Per output (or the one ``output``): the ``top`` inputs' ``mu_star`` as ranked bars with 95% intervals,
+        and Morris's chart beside them, ``sigma`` against ``mu_star`` with each input a labelled point (the
+        ``top`` inputs by ``mu_star`` labelled) and the line ``sigma = mu_star`` for reference (points above it:
+        effects dominated by interactions or non-linearity). Returns the matplotlib ``Figure``.
+        """
+        from jaxsens._results import _short, bar_plot, finish_figure, output_index, pyplot
+
+        plt = pyplot()
+        which = range(self.n_outputs) if output is None else [output_index(output, self.output_names)]
+        n_feat = self.mu_star.shape[-1]
+        k = max(min(int(top), n_feat), 1)
+        fig, axes = plt.subplots(len(which), 2, figsize=(13, len(which) * max(4.5, 1.6 + 0.3 * k)), squeeze=False,
+                                 width_ratios=[2, 3])
+        for (bars, ax), o in zip(axes, which):
+            bar_plot(bars, self.ranking(o), top=k, xlabel=self.importance_label)
+            mu_star, sigma = self.mu_star[o], self.sigma[o]
+            ax.scatter(mu_star, sigma, s=28, color="#4C72B0", zorder=3)
+            for j in np.argsort(-np.nan_to_num(mu_star), kind="stable")[:k]:
+                ax.annotate(_short(self.feature_names[j], 20), (mu_star[j], sigma[j]), textcoords="offset points",
+                            xytext=(4, 3), fontsize=8)
+            finite = np.concatenate([mu_star[np.isfinite(mu_star)], sigma[np.isfinite(sigma)]])
+            hi = float(finite.max()) * 1.05 if finite.size and finite.max() > 0 else 1.0
+            ax.plot([0.0, hi], [0.0, hi], color="#999999", linestyle="--", linewidth=0.9, label="sigma = mu*")
+            ax.set_xlim(left=0.0)
+            ax.set_ylim(bottom=0.0)
+            ax.set_xlabel("mu* (mean |elementary effect|)")
+            ax.set_ylabel("sigma (std of the elementary effects)")
+            name = self.output_names[o] if self.output_names else str(o)
+            bars.set_title(f"output {name}", fontsize=9)
+            ax.set_title(f"output {name}: mu* - sigma", fontsize=9)
+            ax.legend(loc="upper left", fontsize=8)
+        fig.suptitle(f"{self.method}: top {k} of {n_feat} features by mu* ({self.n_samples} trajectories, "
+                     f"{self.n_levels} levels)", fontsize=10)
+        return finish_figure(fig, path)
+
 
 def trajectories(key, row_index, n_features: int, n_levels: int):
     """Trajectories ``row_index`` in the unit cube: ``(points [batch, D + 1, D], order [batch, D], step
@@ -92,7 +145,18 @@ def trajectories(key, row_index, n_features: int, n_levels: int):
     return jax.vmap(one)(row_index)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "key", "p0", "p1"], meta_fields=[])
+def _grid_quantile(u, table, n_levels: int):
+    """Grid points ``u`` ``[..., D]`` (levels ``l / (p - 1)``) -> the empirical quantiles ``table[min(floor(l m /
+    (p - 1)), m - 1), i]``, in integer arithmetic from the level ``l`` (so that a level reached by different float
+    paths, ``1/3`` or ``1 - 2/3``, maps to one value)."""
+    m, d = table.shape
+    level = jnp.round(u * (n_levels - 1)).astype(jnp.int32)
+    idx = jnp.clip((level * m) // (n_levels - 1), 0, m - 1)
+    return jnp.take_along_axis(table, idx.reshape(-1, d), axis=0).reshape(u.shape)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "key", "p0", "p1", "table"],
+                   meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class _State:
     """What the kernel reads; the engine streams one dummy column of row numbers (``input_shape`` (1,))."""
@@ -101,22 +165,24 @@ class _State:
     key: Any
     p0: Any
     p1: Any
+    table: Any  # [m, D] sorted columns of empirical marginals ([1, D] zeros otherwise)
 
     input_shape = (1,)
     feature_names = None
 
 
-@functools.partial(jax.jit, static_argnames=("outputs", "n_features", "n_levels"))
-def _kernel(state, xs, mask, row_index, *, outputs, n_features, n_levels):
+@functools.partial(jax.jit, static_argnames=("outputs", "n_features", "n_levels", "empirical"))
+def _kernel(state, xs, mask, row_index, *, outputs, n_features, n_levels, empirical=False):
     """Per chunk of trajectories: moments of ``EE`` and ``|EE|`` ``[k, D]`` and a count of non-finite rows."""
     del xs  # the trajectories are generated from row_index
     u, order, step = trajectories(state.key, row_index, n_features, n_levels)
     # evaluated step-major ([D + 1, batch, D], as Sobol's matrices): the points that differ only in an ignored
     # input sit at the same row offset of their blocks
-    x = state.p0 + (state.p1 - state.p0) * jnp.swapaxes(u, 0, 1)  # [D + 1, batch, D]
+    u = jnp.swapaxes(u, 0, 1)  # [D + 1, batch, D]
+    x = _grid_quantile(u, state.table, n_levels) if empirical else state.p0 + (state.p1 - state.p0) * u
     f = jnp.swapaxes(jax.vmap(jax.vmap(_outputs_of(state.model.with_unroll(0), outputs)))(x), 0, 1)  # [batch, D+1, k]
     bad = jnp.sum(~jnp.isfinite(f), axis=(1, 2)) > 0
-    by_step = f[:, 1:] - f[:, :-1]  # [batch, D, k]: the change at step s
+    by_step = exact_difference(f[:, 1:], f[:, :-1])  # [batch, D, k]: the change at step s, exactly 0 if none
     rank = jnp.argsort(order, axis=1)  # [batch, D]
     change = jnp.take_along_axis(by_step, rank[:, :, None], axis=1)  # [batch, D (input), k]
     ee = jnp.swapaxes(change, 1, 2) / step[:, None, :]  # [batch, k, D]
@@ -130,11 +196,13 @@ def _prepare(call: Call) -> Plan:
     if n_levels % 2:
         raise ArgumentError(f"{fn}(): n_levels must be even (the step p / (2 (p - 1)) stays on the grid only "
                             f"then), got {n_levels}; use e.g. 4 or 6")
-    problem, n_features = resolve_problem(call, fn)
-    other = [(problem["names"][i], d) for i, d in enumerate(problem["dists"]) if d != "unif"]
+    problem, n_features, table = resolve_problem(call, fn)
+    empirical = table is not None
+    other = [(problem["names"][i], d) for i, d in enumerate(problem["dists"]) if d not in ("unif", EMPIRICAL)]
     if other:
-        raise ArgumentError(f"{fn}(): only uniform inputs are supported (the grid's levels 0 and 1 are the bounds); "
-                            f"input(s) {other} are not: give them 'unif' bounds, or use sobol_indices or dgsm")
+        raise ArgumentError(f"{fn}(): only uniform inputs (or a data source's empirical marginals) are supported (the "
+                            f"grid's levels 0 and 1 are the bounds); input(s) {other} are not: give them 'unif' "
+                            "bounds, or use sobol_indices or dgsm")
     _, p0, p1, _ = _dist_arrays(problem)
     r = call.options["n_trajectories"]
     example = jax.ShapeDtypeStruct((n_features,), jnp.float32)
@@ -142,8 +210,9 @@ def _prepare(call: Call) -> Plan:
                                               example)
     per_row = (n_features + 1) * (per_eval + 8 * n_features) + 64 * n_features
     source = row_source(r, "Morris trajectories")
-    state = _State(model, call.key, p0, p1)
-    return Plan(state=state, static={"outputs": call.outputs, "n_features": n_features, "n_levels": n_levels},
+    state = _State(model, call.key, p0, p1, table_leaf(table, n_features))
+    return Plan(state=state, static={"outputs": call.outputs, "n_features": n_features, "n_levels": n_levels,
+                                     "empirical": empirical},
                 bytes_per_sample=per_row, context=problem, data=source)
 
 
@@ -189,7 +258,9 @@ SPEC = Method(
 
     Args:
         data: the input ranges as SALib's problem dict (``num_vars``, ``names``, ``bounds``; ``dists`` must be
-            ``"unif"``). ``None``: every input U(0, 1), with a warning.
+            ``"unif"``), or a data source whose columns give the inputs' empirical marginals (grid levels mapped
+            through each column's quantile function; correlations ignored). ``None``: every input U(0, 1), with
+            a warning.
 
     Returns:
         A :class:`MorrisResult`: ``mu``, ``mu_star`` (``importance``) and ``sigma``, each
@@ -212,10 +283,8 @@ SPEC = Method(
         Option("n_levels", int, 4, "grid levels p per input (even)", minimum=2),
     ),
     memory="streams the trajectories: memory independent of n_trajectories",
-    # an ignored input's effect is f(x') - f(x) of two evaluations at different rows of the batch; in the
-    # compiled kernel XLA may round the same row differently at two places of the batch (measured: |EE| ~ 1e-8 for an
-    # input that a softmax MLP ignores), so an ignored input's mu_star is 0 only to float32 rounding
-    exact_zero=False,
+    # an ignored input's effect f(x') - f(x) is taken by exact_difference: exactly 0 (see the module docstring)
+    exact_zero=True,
     prepare=_prepare,
     kernel=_kernel,
     finalize=_finalize,

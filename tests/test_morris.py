@@ -78,3 +78,50 @@ def test_refusals_name_the_problem():
     with pytest.raises(jaxsens.ArgumentError, match=r"only uniform inputs.*\('x1', 'norm'\)"):
         jaxsens.morris(m, dict(_problem(), dists=["norm", "unif", "unif", "unif"],
                                bounds=[[0, 1]] * 4), n_trajectories=4, key=0)
+
+
+def test_plot_draws_the_mu_star_sigma_scatter(tmp_path):
+    m = jaxsens.Model.from_function(lambda p, x: jnp.stack([3 * x[0] + x[1] * x[2], x[2] ** 2]), None,
+                                    input_shape=(4,))
+    problem = {"num_vars": 4, "names": ["a", "b", "c", "d"], "bounds": [[0, 1]] * 4}
+    r = jaxsens.morris(m, problem, n_trajectories=40, key=2)
+    fig = r.plot(path=tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 0
+    assert len(fig.axes) == 4  # per output (effects of two outputs are not averaged): mu* bars, the scatter
+    for o, ax in enumerate(fig.axes[1::2]):
+        points = ax.collections[0].get_offsets()
+        np.testing.assert_allclose(points[:, 0], r.mu_star[o], rtol=1e-6)
+        np.testing.assert_allclose(points[:, 1], r.sigma[o], rtol=1e-6)
+        labels = {t.get_text(): t.xy for t in ax.texts}
+        assert set(labels) == {"a", "b", "c", "d"}
+        np.testing.assert_allclose(labels["a"], (r.mu_star[o, 0], r.sigma[o, 0]), rtol=1e-6)
+        (line,) = ax.lines  # the reference sigma = mu*
+        np.testing.assert_array_equal(line.get_xdata(), line.get_ydata())
+    bars, ax = r.plot(output=1, top=1).axes
+    assert [t.get_text() for t in ax.texts] == ["c"]  # the top input of output 1 (x2 ** 2), the only label
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["c"]
+    np.testing.assert_allclose(bars.patches[0].get_width(), r.mu_star[1, 2], rtol=1e-6)
+
+
+def test_inputs_a_keras_softmax_mlp_ignores_get_exactly_zero(tmp_path):
+    """A real Keras MLP whose first-layer weights from input 2 are exactly 0: before exact_difference, XLA's fused
+    multiply-add in the softmax's last product left |EE| ~ 1e-8 for that input."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    net = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="tanh"),
+                            keras.layers.Dense(3, activation="softmax")])
+    weights = [rng.normal(size=tuple(w.shape)).astype(np.float32) for w in net.weights]
+    weights[0][2] = 0.0
+    net.set_weights(weights)
+    net.save(tmp_path / "mlp.keras")
+    model = jaxsens.load_model(str(tmp_path / "mlp.keras"))
+    problem = {"num_vars": 5, "names": list("abcde"), "bounds": [[-2, 2]] * 5}
+    r = jaxsens.morris(model, problem, n_trajectories=64, key=0, batch_size=16)
+    for field in ("mu", "mu_star", "sigma", "stderr"):
+        np.testing.assert_array_equal(getattr(r, field)[:, 2], 0.0, err_msg=field)
+    assert np.all(r.mu_star[:, [0, 1, 3, 4]] > 1e-3)
+    s = jaxsens.sobol_indices(model, problem, n=256, n_bootstrap=10, batch_size=16, second_order=True)
+    for field in ("first_order", "total_order", "first_order_conf", "total_order_conf"):
+        np.testing.assert_array_equal(getattr(s, field)[:, 2], 0.0, err_msg=field)
+    np.testing.assert_array_equal(s.second_order[:, 2, 3:], 0.0)  # the ignored input first in the pair

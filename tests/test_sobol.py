@@ -151,7 +151,8 @@ def test_batch_size_and_outputs_do_not_change_the_result():
 
 
 BAD = [
-    ([[0, 1]] * 3, "a list", "SALib's problem dict"),
+    (3, "a number", "SALib's problem dict .* or a data source"),
+    (_problem([[0, 1]] * 3, dists=["unif", "empirical", "unif"]), None, r"'empirical': empirical marginals come"),
     ({"num_vars": 2, "bounds": [[0, 1]] * 2}, None, r"num_vars'\] is 2 but the model has 3"),
     ({"bounds": [[0, 1]] * 3}, None, r"needs \['num_vars'\]"),
     (_problem([[0, 1], [1, 0], [0, 1]]), None, r"bounds'\]\[1\] \('x1', unif\) must be \[lower, upper\]"),
@@ -174,6 +175,11 @@ def test_bad_problems_are_refused_naming_the_entry(problem, note, match):
         jaxsens.sobol_indices(ishigami(), problem, n=64)
 
 
+def test_a_list_of_bounds_is_read_as_data_and_refused_naming_both_readings():
+    with pytest.raises(jaxsens.DataError, match=r"empirical marginals .* SALib's problem dict is a dict.*\[3, 2\]"):
+        jaxsens.sobol_indices(ishigami(), [[0, 1]] * 3, n=64)
+
+
 def test_no_problem_is_the_unit_cube_with_a_warning_and_save_load_keeps_the_problem(tmp_path):
     with pytest.warns(UserWarning, match=r"U\(0, 1\)"):
         r = jaxsens.sobol_indices(ishigami(), n=256, n_bootstrap=10)
@@ -187,6 +193,108 @@ def test_non_finite_outputs_are_refused():
     m = jaxsens.Model.from_function(lambda p, x: jnp.log(x[:1]) + x[1:2], None, input_shape=(2,))
     with pytest.raises(jaxsens.DataError, match="NaN or Inf at"):
         jaxsens.sobol_indices(m, _problem([[0.5, 2], [-1, 1]], dists=["norm", "unif"]), n=2000, n_bootstrap=10)
+
+
+# ------------------------------------------------------------------------------------------- second order
+def _salib_layout2(model, problem, n, key):
+    """SALib's Saltelli layout with calc_second_order=True from the rows jaxsens drew: per row j,
+    ``A_j, A_B^(1)_j .. A_B^(D)_j, B_A^(1)_j .. B_A^(D)_j, B_j``; and the model's outputs on them."""
+    codes, p0, p1, p2 = _sobol._dist_arrays(_sobol.check_problem(problem, problem["num_vars"]))
+    a, b = jax.jit(_sobol.sample_ab, static_argnums=2)(jax.random.fold_in(jax.random.key(key), 0),
+                                                       jnp.arange(n, dtype=jnp.uint32), codes, p0, p1, p2)
+    a, b = np.asarray(a), np.asarray(b)
+    d = a.shape[1]
+    rows = np.empty((n, 2 * d + 2, d), np.float32)
+    rows[:, 0], rows[:, -1] = a, b
+    for i in range(d):
+        rows[:, 1 + i], rows[:, 1 + d + i] = a, b
+        rows[:, 1 + i, i], rows[:, 1 + d + i, i] = b[:, i], a[:, i]
+    rows = rows.reshape(-1, d)
+    return rows, np.asarray(model(rows), np.float64)[:, 0]
+
+
+@pytest.fixture(scope="module")
+def second_order_result():
+    from _ishigami import ishigami as ishigami4
+    from _ishigami import problem as problem4
+
+    return jaxsens.sobol_indices(ishigami4(), problem4(), n=2**13, key=2, second_order=True)
+
+
+def test_second_order_ishigami_closed_form(second_order_result):
+    r = second_order_result
+    s1, st = ishigami_truth()
+    v = ISHIGAMI_A**2 / 8 + 0.5 * (1 + ISHIGAMI_B * np.pi**4 / 5) ** 2 + ISHIGAMI_B**2 * np.pi**8 * (1 / 18 - 1 / 50)
+    s13 = ISHIGAMI_B**2 * np.pi**8 * (1 / 18 - 1 / 50) / v  # V_13 = b^2 pi^8 (1/18 - 1/50): the only interaction
+    np.testing.assert_allclose(s13, st[0] - s1[0], rtol=1e-12)  # = ST_1 - S_1 = ST_3 - S_3 (x3 acts only with x1)
+    np.testing.assert_allclose(s13, 0.2437, atol=5e-5)
+    truth = np.zeros((4, 4))
+    truth[0, 2] = s13
+    assert r.second_order.shape == r.second_order_conf.shape == (1, 4, 4)
+    upper = np.triu(np.ones((4, 4), bool), k=1)
+    assert np.all(np.isnan(r.second_order[0][~upper])) and np.all(np.isnan(r.second_order_conf[0][~upper]))
+    s2, conf = r.second_order[0][upper], r.second_order_conf[0][upper]
+    assert np.all(conf > 0) and np.all(conf < 0.08), conf
+    assert np.all(np.abs(s2 - truth[upper]) <= 2 * conf), (r.second_order, conf)  # S13 = 0.2437, the rest 0
+    # first and total order unchanged in meaning (centred by the mean of all n (2D + 2) evaluations)
+    assert np.all(np.abs(r.first_order[0, :3] - s1) <= 2 * r.first_order_conf[0, :3])
+    assert np.all(np.abs(r.total_order[0, :3] - st) <= 2 * r.total_order_conf[0, :3])
+    assert r.total_order[0, 3] == 0.0 and r.first_order[0, 3] == 0.0
+    top = r.interactions(top=2)
+    assert (top[0][0], top[0][1]) == ("x1", "x3") and top[0][2] == r.second_order[0, 0, 2]
+    assert top[0][3] == r.second_order_conf[0, 0, 2] and len(r.interactions(top=None)) == 6
+
+
+def test_second_order_equals_salib_on_the_same_samples(second_order_result):
+    from _ishigami import ishigami as ishigami4
+    from _ishigami import problem as problem4
+    from _tol import assert_f32_close
+    from SALib.analyze import sobol as salib_sobol
+
+    n = 2**13
+    rows, y = _salib_layout2(ishigami4(), problem4(), n, 2)
+    assert np.all(np.abs(rows) <= np.pi) and not np.array_equal(rows[0::10], rows[9::10])
+    s = salib_sobol.analyze(problem4(), y, calc_second_order=True, num_resamples=200, seed=1)
+    r = second_order_result
+    # the same estimators on the same evaluations: sums of n float32 products of centred outputs, whose size in
+    # units of the variance is about mean(y^2) / var(y)
+    scale = float(np.mean((y - y.mean()) ** 2) / np.var(y) + 1.0)
+    for ours, theirs in ((r.first_order[0], s["S1"]), (r.total_order[0], s["ST"]), (r.second_order[0], s["S2"])):
+        assert_f32_close(ours, theirs, n_terms=n, magnitude=scale, probabilistic=True)
+    # both bootstraps estimate the same spread (Poisson weights vs resampled rows)
+    upper = np.triu(np.ones((4, 4), bool), k=1)
+    np.testing.assert_allclose(r.second_order_conf[0][upper], s["S2_conf"][upper], rtol=0.5)
+
+
+def test_second_order_is_absent_unless_asked_and_survives_save_load(tmp_path, second_order_result):
+    r = jaxsens.sobol_indices(ishigami(), _problem(PI_BOUNDS), n=256, n_bootstrap=10)
+    assert r.second_order is None and r.second_order_conf is None
+    with pytest.raises(jaxsens.ArgumentError, match=r"no second-order indices: run sobol_indices\(\.\.\., "
+                                                   "second_order=True"):
+        r.interactions()
+    second_order_result.save(tmp_path / "s2.json")
+    back = jaxsens.load_result(tmp_path / "s2.json")
+    np.testing.assert_array_equal(back.second_order, second_order_result.second_order)
+    np.testing.assert_array_equal(back.second_order_conf, second_order_result.second_order_conf)
+    assert back.options["second_order"] is True
+
+
+def test_second_order_an_ignored_first_input_gets_exactly_zero_and_outputs_are_kept_apart():
+    two = jaxsens.Model.from_function(lambda p, x: jnp.stack([x[1] * x[2], x[2] + x[1] ** 2]), None,
+                                      input_shape=(3,))
+    r = jaxsens.sobol_indices(two, _problem([[0, 1], [-1, 1], [0, 2]]), n=2000, n_bootstrap=20, second_order=True)
+    assert r.second_order.shape == (2, 3, 3)
+    for field in ("second_order", "second_order_conf"):
+        np.testing.assert_array_equal(getattr(r, field)[:, 0, 1:], 0.0)  # x0 is never read
+    assert abs(r.second_order[0, 1, 2]) > 0.1 and r.second_order[1, 1, 2] < 2 * r.second_order_conf[1, 1, 2]
+    with pytest.raises(jaxsens.ArgumentError, match=r"2 outputs .* pick one with output="):
+        r.interactions()
+    assert r.interactions(output="y0", top=1)[0][:2] == ("x1", "x2")
+    fig = r.plot(output=0)
+    assert len(fig.axes) == 3  # S1 / ST bars, the S2 heatmap and its colour bar
+    shown = fig.axes[1].images[0].get_array()
+    order = np.argsort(-r.total_order[0])
+    np.testing.assert_array_equal(shown[0, 1], r.second_order[0][min(order[0], order[1]), max(order[0], order[1])])
 
 
 # ------------------------------------------------------------------------------------- the plot and the CLI
