@@ -5,7 +5,8 @@ A model (Keras, ONNX from PyTorch or scikit-learn, or a JAX function) is convert
 ``method(model, data, *, options) -> Result`` that streams fixed-size chunks through one compiled kernel.
 """
 
-from jaxsens import errors, examples
+from jaxsens import distributed, errors, examples
+from jaxsens._checkpoint import checkpointing
 from jaxsens._classic import NotDenseError, WeightImportance, connection_weights, garson, weight_sums
 from jaxsens._compare import Comparison, compare, load_comparison
 from jaxsens._data import DataSpec, open_data, read_targets
@@ -58,6 +59,7 @@ __all__ = [*_method_names,
     "architecture",
     "architecture_frame",
     "attributions",
+    "checkpointing",
     "compare",
     "load_comparison",
     "DEFAULT_SEED",
@@ -112,4 +114,8 @@ __all__ = [*_method_names,
     "weight_sums",
 ]
 __version__ = "0.1.0"
+
+from jaxsens import _cache
+
+_cache.enable_default()  # JAX's persistent compilation cache (JAXSENS_CACHE_DIR=off: JAX left alone)
 

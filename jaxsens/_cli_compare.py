@@ -185,11 +185,14 @@ def _check_writers(args) -> bool:
 
 
 def _cmd_compare(args) -> int:
+    from jaxsens._checkpoint import cli_checkpointing
     from jaxsens._compare_view import OUTPUT_FILES
     from jaxsens._io import output_folder
 
     versions, data = _split(args)
-    with output_folder(args.out, option="--out", files=OUTPUT_FILES):  # checked and locked before any work
+    with output_folder(args.out, option="--out", files=OUTPUT_FILES), cli_checkpointing(  # locked before any work
+        args, model_paths=tuple(p for v in versions for p in ([v] if isinstance(v, str) else v)), data_paths=(data,)
+    ):
         report = _check_report(args)  # after --out exists: the report may go into it
         return run_compare(args, versions, data, report_class=report)
 

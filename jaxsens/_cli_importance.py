@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxsens import _checkpoint
+
 __all__ = [
     "DEPRECATED_METHOD_ALIASES",
     "OUTPUT_FILES",
@@ -245,11 +247,12 @@ def add_parsers(sub, add_model_args, load_model) -> None:
     add_model_args(p)
     global_methods = ", ".join(n for n, s in table.items() if s.family == "global") or "none"
     p.add_argument("data", nargs="?", default=None,
-                   help=f"data: .npy (streamed), .npz, .csv, .parquet (not given for the global methods: {global_methods})")
+                   help=f"data: .npy (streamed), .npz, .csv, .parquet (for the global methods, {global_methods}: optional, "
+                   "its columns are the inputs' empirical marginals, resampled independently)")
     _add_method_args(p, table)
     p.add_argument("--problem", default=None, metavar="PROBLEM.json",
                    help="global methods (" + global_methods + "): a JSON file holding SALib's problem dict "
-                   "(num_vars, names, bounds, optional dists); DATA is then not given")
+                   "(num_vars, names, bounds, optional dists) instead of DATA")
     p.add_argument("--bounds", default=None, metavar="LO:HI,...",
                    help="global methods (" + global_methods + "): one uniform range lo:hi per input, e.g. "
                    "--bounds=0:1,-3.14:3.14 (use '=' when the first bound is negative); names from "
@@ -300,6 +303,7 @@ def _add_method_args(p, table: Mapping, out_default: str = ".") -> None:
     p.add_argument("--top", type=int, default=20, help="rows of the printed table and bars of the plot (default 20)")
     p.add_argument("--no-plot", action="store_true", help="skip importance.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no cost estimate")
+    _checkpoint.add_cli_flags(p)  # --checkpoint-every N, --resume
     flags = option_flags(table)
     group = p.add_argument_group("method options (each applies to the methods named in its help)")
     for f in flags.values():
@@ -310,7 +314,8 @@ def _add_method_args(p, table: Mapping, out_default: str = ".") -> None:
 def _cmd_importance(args, load_model) -> int:
     from jaxsens._io import output_folder
 
-    with output_folder(args.out, option="--out", files=OUTPUT_FILES):  # checked and locked before any work
+    # --out checked and locked before any work; with --checkpoint-every / --resume, the fold state saved in it
+    with output_folder(args.out, option="--out", files=OUTPUT_FILES), _checkpoint.cli_checkpointing(args):
         _check_report(args)
         return run_importance(args, load_model(args))
 
@@ -320,7 +325,9 @@ def _cmd_demo(args) -> int:
     from jaxsens import examples
     from jaxsens._io import output_folder
 
-    with output_folder(args.out, option="--out", files=OUTPUT_FILES):
+    with output_folder(args.out, option="--out", files=OUTPUT_FILES), _checkpoint.cli_checkpointing(
+        args, model_paths=(examples.default_model_path(),), data_paths=(examples.default_data_path(),)
+    ):
         _check_report(args)
         model = jaxsens.load_model(examples.default_model_path())
         args.data = examples.default_data_path()
@@ -403,12 +410,13 @@ def _check_global_args(args, spec, table: Mapping) -> None:
         raise ArgumentError(f"--method {spec.name} needs DATA: jaxsens importance MODEL DATA --method {spec.name} "
                             f"(only the global methods, {glob}, run without DATA)")
     if given and args.data is not None:
-        raise ArgumentError(f"{given[0]} gives the inputs of --method {spec.name}, which does not read DATA "
-                            f"({args.data}): drop DATA")
+        raise ArgumentError(f"{given[0]} and DATA ({args.data}, read as the inputs' empirical marginals) both give "
+                            f"the inputs of --method {spec.name}: drop DATA (or {given[0]})")
 
 
-def _problem_of(args, spec, model) -> dict | None:
-    """SALib's problem dict from ``--problem FILE`` or ``--bounds LO:HI,...``; ``None`` when neither is given.
+def _problem_of(args, spec, model):
+    """SALib's problem dict from ``--problem FILE`` or ``--bounds LO:HI,...``; for a global method given DATA
+    instead, DATA itself (its columns are the inputs' empirical marginals); ``None`` when none is given.
 
     Raises:
         ArgumentError: a file that is not JSON or not a valid problem for ``model`` (naming the file), or bounds
@@ -419,12 +427,18 @@ def _problem_of(args, spec, model) -> dict | None:
     import math
 
     from converters.errors import ArgumentError, ArgumentTypeError, DataFileNotFoundError
+    from jaxsens import _data
     from jaxsens._sobol import check_problem
 
     path, bounds = getattr(args, "problem", None), getattr(args, "bounds", None)
     shape = tuple(model.input_shape)
     if path is None and bounds is None:
-        return None
+        if spec.family != "global" or args.data is None:
+            return None
+        no_header, column = getattr(args, "no_header", False), getattr(args, "target_column", None)
+        if no_header or column:  # the target column is not an input
+            return _data.open_data(args.data, header=False if no_header else None, exclude=(column,) if column else ())
+        return args.data
     if len(shape) != 1 or len(getattr(model, "input_names", ()) or ()) > 1:
         raise ArgumentError(f"{'--problem' if path else '--bounds'} describes a vector of features; this model "
                             f"takes per-sample shape {list(shape)}")

@@ -60,6 +60,7 @@ __all__ = [
     "check_float32_input",
     "chunk_dtype",
     "csv_row_count",
+    "glob_files",
     "header_names",
     "iter_chunks",
     "open_data",
@@ -70,6 +71,7 @@ __all__ = [
     "parse_feature_names",
     "read_rows",
     "read_targets",
+    "rows_of",
 ]
 
 Shape = tuple[int, ...]
@@ -109,6 +111,12 @@ class Source:
             :func:`iter_chunks` for (int32 / bool / float32).
         row_shape: the per-row shape of the blocks (``input_shape`` for data; for targets ``()`` for one
             value per row, ``(k,)`` for ``k`` columns); ``None`` when not known up front.
+        first_row: the global row number of the first row (``> 0`` for one process's share of a data set,
+            :mod:`jaxsens.distributed`); chunks number their rows from it.
+        rows_between: ``rows_between(lo, hi, block_rows)`` -> blocks of rows ``[lo, hi)`` only, read without
+            the rows before ``lo`` (a ``.npy`` seek, Parquet row groups, an array slice); ``None`` when the
+            format must be read from its start.
+        files: ``((n_rows, n_bytes), ...)`` of each file, for data read from several files (a list or a glob).
     """
 
     blocks: Callable[[int], Iterator[np.ndarray]]
@@ -117,6 +125,9 @@ class Source:
     description: str
     dtype: np.dtype | None = None
     row_shape: tuple[int, ...] | None = None
+    first_row: int = 0
+    rows_between: Callable[[int, int, int], Iterator[np.ndarray]] | None = None
+    files: tuple[tuple[int, int | None], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +254,7 @@ def open_data(
 
     Args:
         path: a ``.npy``, ``.npz`` (``"file.npz:name"`` for a named array), ``.csv`` (``.csv.gz``, ``.tsv``,
-            ``.txt``) or ``.parquet`` file.
+            ``.txt``) or ``.parquet`` file; or a glob pattern of such files (one data set in several files).
         header: for CSV files, whether the first line names the columns. ``None`` (the default) decides by
             this rule: the first line is a header when it is **not all numbers** (a field that is empty or a
             missing-value marker such as ``NA`` / ``nan`` counts as a number), **or when it is exactly**
@@ -281,7 +292,8 @@ def open_data(
     exclude = tuple(str(c) for c in exclude)
     path = os.fspath(path)
     real, _ = _split_member(path, (".npz",))
-    _check_file(real, "data file")
+    for file in glob_files(real) if _is_glob(real) else (real,):
+        _check_file(file, "data file")
     lower = real.lower()
     if not lower.endswith((".npy", ".npz", *_CSV_EXTENSIONS, *_PARQUET_EXTENSIONS)):
         raise DataError(f"data file {real!r} has an unknown extension; {_EXTENSIONS}")
@@ -307,7 +319,8 @@ def open_source(
             a ``.parquet`` file (read by record batches); a :class:`DataSpec` from :func:`open_data` (a path
             with reading options such as ``header=``); or any iterable of batches ``[m, *input_shape]`` (a
             tuple batch ``(x, y, ...)`` contributes its first element, as from a PyTorch ``DataLoader`` or
-            ``tf.data``).
+            ``tf.data``). Several files of one layout, read in turn as one data set: a list of paths, or a glob
+            pattern (``"parts/*.parquet"``, matches sorted by name).
         input_shape: the model's per-sample input shape.
         feature_names: the names of the features (the last axis of ``input_shape``). A CSV / Parquet /
             DataFrame whose header contains all of them (and possibly other columns, such as a target) is
@@ -376,6 +389,8 @@ def _open(data, input_shape: Shape | None, feature_names, exclude: tuple[str, ..
         )
     if isinstance(data, str | os.PathLike):
         return _open_path(os.fspath(data), input_shape, feature_names, exclude=exclude)
+    if isinstance(data, list | tuple) and data and all(isinstance(p, str | os.PathLike) for p in data):
+        return _files_source([os.fspath(p) for p in data], input_shape, feature_names, exclude=exclude)
     if _is_dataframe(data):
         frame = data.set_axis([str(c) for c in data.columns], axis=1)
         return _table_source(
@@ -409,6 +424,7 @@ def _open(data, input_shape: Shape | None, feature_names, exclude: tuple[str, ..
                 None,
                 f"array {arr.shape}",
                 arr.dtype,
+                rows_between=lambda lo, hi, rows: _array_blocks(arr[lo:hi], rows),
             )
     if isinstance(data, Iterable) and not isinstance(data, bytes | dict | str):
         return Source(_iterable_blocks(data, input_shape), None, None, type(data).__name__)
@@ -419,29 +435,36 @@ def _open(data, input_shape: Shape | None, feature_names, exclude: tuple[str, ..
 
 
 def _checked(source: Source, input_shape: Shape | None) -> Source:
-    """The source with every block checked: real dtype, shape, float32 range (global row numbers)."""
+    """The source with every block checked: real dtype, shape, float32 range (global row numbers); also the
+    blocks of ``rows_between``."""
 
-    def blocks(rows: int) -> Iterator[np.ndarray]:
+    def checked(blocks: Iterator[np.ndarray], first: int, n_rows: int | None) -> Iterator[np.ndarray]:
         seen = 0
-        for block in source.blocks(rows):
+        for block in blocks:
             block = np.asarray(block)
             _check_dtype(block.dtype, f"data ({source.description})")
             if input_shape is not None:
                 check_rows_shape(block.shape, input_shape, f"data ({source.description})")
-            _check_float32_range(block, f"data ({source.description})", seen, source.feature_names)
+            _check_float32_range(block, f"data ({source.description})", first + seen, source.feature_names)
             seen += block.shape[0]
             yield block
-        _check_row_count(source, seen)
+        _check_row_count(source, seen, n_rows)
 
-    return dataclasses.replace(source, blocks=blocks)
+    between = source.rows_between
+    return dataclasses.replace(
+        source,
+        blocks=lambda rows: checked(source.blocks(rows), 0, source.n_rows),
+        rows_between=None if between is None else lambda lo, hi, rows: checked(between(lo, hi, rows), lo, hi - lo),
+    )
 
 
-def _check_row_count(source: Source, seen: int) -> None:
+def _check_row_count(source: Source, seen: int, n_rows: int | None = -1) -> None:
     """A stream that ended at another row count than its ``n_rows`` (a CSV line count, a file changed while
     being read) would misalign data and targets: refuse it."""
-    if source.n_rows is not None and seen != source.n_rows:
+    n_rows = source.n_rows if n_rows == -1 else n_rows
+    if n_rows is not None and seen != n_rows:
         raise DataError(
-            f"{source.description} yielded {seen} rows but {source.n_rows} were counted when it was opened "
+            f"{source.description} yielded {seen} rows but {n_rows} were counted when it was opened "
             "(did the file change while it was read?); nothing was computed from it"
         )
 
@@ -583,6 +606,9 @@ def _open_path(
     exclude: tuple[str, ...] = (),
     role: str = "data file",
 ) -> Source:
+    if _is_glob(path):
+        return _files_source(glob_files(path, role), input_shape, feature_names, header=header, exclude=exclude,
+                             role=role, what=path)  # fmt: skip
     path, npz_key = _split_member(path, (".npz",))
     _check_file(path, role)
     lower = path.lower()
@@ -595,6 +621,79 @@ def _open_path(
     if lower.endswith(_PARQUET_EXTENSIONS):
         return _parquet_source(path, input_shape, feature_names, exclude=exclude, role=role)
     raise DataError(f"{role} {path!r} has an unknown extension; {_EXTENSIONS}")
+
+
+def _is_glob(path: str) -> bool:
+    """A pattern such as ``"parts/*.npy"``, not an existing file whose name holds ``*``, ``?`` or ``[``."""
+    return any(c in path for c in "*?[") and not os.path.exists(path)
+
+
+def glob_files(pattern: str, role: str = "data file") -> list[str]:
+    """The files matching ``pattern``, sorted by name (every process of a distributed run sees one order)."""
+    import glob
+
+    paths = sorted(p for p in glob.glob(pattern, recursive=True) if not os.path.isdir(p))
+    if not paths:
+        raise DataFileNotFoundError(f"{role} pattern {pattern!r} matches no file")
+    return paths
+
+
+def _files_source(
+    paths: list[str], input_shape: Shape | None, feature_names, *, header: bool | None = None,
+    exclude: tuple[str, ...] = (), role: str = "data file", what: str | None = None,
+) -> Source:  # fmt: skip
+    """One data set read from several files in turn (a list of paths, or the sorted matches of a glob): each
+    file as :func:`open_source` opens it, all with the same columns and per-row shape; rows are numbered
+    across the files, in the order given."""
+    parts = [_open_path(p, input_shape, feature_names, header=header, exclude=exclude, role=role) for p in paths]
+    first = parts[0]
+    for path, part in zip(paths[1:], parts[1:]):
+        if part.row_shape != first.row_shape or part.feature_names != first.feature_names:
+            got = part.feature_names or list(part.row_shape or ())
+            raise DataError(
+                f"{role} {path!r} does not match {paths[0]!r}: columns / row shape {got} vs "
+                f"{first.feature_names or list(first.row_shape or ())}; the files of one data set need the same "
+                "layout"
+            )
+    counts = [part.n_rows for part in parts]
+    n_rows = None if None in counts else sum(counts)
+    dtypes = {part.dtype for part in parts}
+
+    def blocks(rows: int) -> Iterator[np.ndarray]:
+        for part in parts:
+            yield from part.blocks(rows)
+
+    def between(lo: int, hi: int, rows: int) -> Iterator[np.ndarray]:
+        start = 0
+        for part, n in zip(parts, counts):
+            a, b = max(lo - start, 0), min(hi - start, n)
+            if a < b and (a, b) == (0, n):
+                yield from part.blocks(rows)
+            elif a < b and part.rows_between is not None:
+                yield from part.rows_between(a, b, rows)
+            elif a < b:
+                yield from rows_of(part.blocks(rows), a, b)
+            start += n
+
+    described = what or f"{len(paths)} files ({paths[0]}, ..., {paths[-1]})"
+    return Source(
+        blocks, n_rows, first.feature_names, described, dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64),
+        first.row_shape, rows_between=None if n_rows is None else between,
+        files=tuple((n, os.path.getsize(_split_member(p, (".npz",))[0])) for n, p in zip(counts, paths)),
+    )  # fmt: skip
+
+
+def rows_of(blocks: Iterator[np.ndarray], lo: int, hi: int) -> Iterator[np.ndarray]:
+    """Rows ``[lo, hi)`` of a stream of blocks, reading (and dropping) the rows before ``lo`` and nothing after
+    ``hi``."""
+    pos = 0
+    for block in blocks:
+        take = block[max(lo - pos, 0) : max(hi - pos, 0)]
+        pos += block.shape[0]
+        if take.shape[0]:
+            yield take
+        if pos >= hi:
+            return
 
 
 def _read_npy_header(fp, what: str):
@@ -646,15 +745,19 @@ def _npy_source(path: str, input_shape: Shape | None, role: str = "data file") -
     if input_shape is not None:
         check_rows_shape(shape, input_shape, what)
 
-    def blocks(rows: int) -> Iterator[np.ndarray]:
+    def blocks(rows: int, lo: int = 0, hi: int = int(shape[0])) -> Iterator[np.ndarray]:
         if fortran:
-            yield from _array_blocks(np.load(path, mmap_mode="r", allow_pickle=False), rows)
+            yield from _array_blocks(np.load(path, mmap_mode="r", allow_pickle=False)[lo:hi], rows)
             return
         with open(path, "rb") as fp:
             _read_npy_header(fp, what)
-            yield from _stream_rows(fp, shape, dtype, rows, what)
+            fp.seek(lo * dtype.itemsize * math.prod(shape[1:]), os.SEEK_CUR)  # rows [lo, hi) only
+            yield from _stream_rows(fp, (hi - lo, *shape[1:]), dtype, rows, what)
 
-    return Source(blocks, int(shape[0]), None, path, dtype, tuple(shape[1:]))
+    return Source(
+        blocks, int(shape[0]), None, path, dtype, tuple(shape[1:]),
+        rows_between=lambda lo, hi, rows: blocks(rows, lo, hi),
+    )  # fmt: skip
 
 
 def _npz_source(path: str, key: str | None, input_shape: Shape | None, role: str = "data file") -> Source:
@@ -931,9 +1034,9 @@ def _parquet_source(
     if pf.metadata.num_rows == 0:
         raise DataError(f"{role} {path!r} has no rows (columns: {', '.join(columns[:12])})")
 
-    def reader(rows: int, usecols: list[str] | None) -> Iterator[np.ndarray]:
+    def reader(rows: int, usecols: list[str] | None, groups: list[int] | None = None) -> Iterator[np.ndarray]:
         try:
-            for batch in _parquet_batches(pq, path, rows, usecols):
+            for batch in _parquet_batches(pq, path, rows, usecols, groups):
                 cols = [
                     np.asarray(c.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), np.float64)
                     for c in batch.columns
@@ -941,6 +1044,15 @@ def _parquet_source(
                 yield np.stack(cols, axis=1) if cols else np.zeros((batch.num_rows, 0))
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"{role} {path!r} cannot be read: {e}") from None
+
+    def between(lo: int, hi: int, rows: int, usecols: list[str] | None) -> Iterator[np.ndarray]:
+        """Rows ``[lo, hi)``: only the row groups holding them are read."""
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+        starts = np.cumsum([0, *sizes])
+        groups = [g for g in range(len(sizes)) if starts[g + 1] > lo and starts[g] < hi]
+        if groups:
+            first = int(starts[groups[0]])
+            yield from rows_of(reader(rows, usecols, groups), lo - first, hi - first)
 
     return _table_source(
         reader,
@@ -951,16 +1063,17 @@ def _parquet_source(
         n_rows=int(pf.metadata.num_rows),
         dtypes=list(pf.schema_arrow.types),
         exclude=exclude,
+        read_between=between,
     )
 
 
-def _parquet_batches(pq, path: str, rows: int, columns):
+def _parquet_batches(pq, path: str, rows: int, columns, row_groups=None):
     """Record batches of ``rows`` rows. pyarrow decodes one row group of the chosen columns at a time, so memory
     is bounded by the file's row-group size (pyarrow writes at most 1 Mi rows per group), not by N;
     ``pre_buffer=False`` with a 1 MiB read buffer streams the column chunks instead of holding them whole
     (about 25% less peak memory, measured in bench/memory_data.py)."""
     pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    return pf.iter_batches(batch_size=rows, columns=columns)
+    return pf.iter_batches(batch_size=rows, columns=columns, row_groups=row_groups)
 
 
 def _parquet_file(path: str, role: str = "data file"):
@@ -1006,8 +1119,10 @@ def _table_source(
     has_header: bool = True,
     dtypes: list | None = None,
     exclude: tuple[str, ...] = (),
+    read_between: Callable | None = None,
 ) -> Source:
-    """A table (CSV, Parquet, DataFrame) read as ``read(rows, usecols) -> [m, n_columns]`` float blocks.
+    """A table (CSV, Parquet, DataFrame) read as ``read(rows, usecols) -> [m, n_columns]`` float blocks (and
+    ``read_between(lo, hi, rows, usecols)`` for rows ``[lo, hi)`` only, when the format can seek).
 
     If the header holds every one of the model's feature names (1-D inputs), those columns are read in the
     model's order and the others (a target, an id) are ignored; otherwise every column but the excluded ones
@@ -1050,7 +1165,12 @@ def _table_source(
         for b in read(rows, use):
             yield b.reshape(-1, *input_shape)
 
-    return Source(blocks, n_rows, names, what, np.dtype(np.float64), tuple(input_shape))
+    def between(lo: int, hi: int, rows: int) -> Iterator[np.ndarray]:
+        for b in read_between(lo, hi, rows, use):
+            yield b.reshape(-1, *input_shape)
+
+    return Source(blocks, n_rows, names, what, np.dtype(np.float64), tuple(input_shape),
+                  rows_between=None if read_between is None else between)
 
 
 def header_names(path: str | os.PathLike | DataSpec, *, header: bool | None = None) -> tuple[str, ...] | None:
@@ -1811,7 +1931,7 @@ def _checked_targets(source: Source, nan_policy: str) -> Source:
             yield block
         _check_row_count(source, seen)
 
-    return dataclasses.replace(source, blocks=blocks)
+    return dataclasses.replace(source, blocks=blocks, rows_between=None)  # unchecked: read through blocks
 
 
 def _target_column(col: int, names, width: int) -> str:
@@ -1965,7 +2085,7 @@ def iter_chunks(
     dtypes = tuple(dtype) if multi and isinstance(dtype, tuple | list) else (dtype,) * len(sources)
     dtypes = tuple(np.dtype(d) if np.dtype(d).kind == "f" else chunk_dtype(d) for d in dtypes)
     fills = [_fill(s, batch_size, shape, d) for s, shape, d in zip(sources, shapes, dtypes)]
-    start = 0
+    start = sources[0].first_row  # global row numbers (a process's share starts there)
     while True:
         parts = [next(f, None) for f in fills]
         if all(p is None for p in parts):

@@ -47,7 +47,7 @@ import jax
 import numpy as np
 
 from converters.errors import ArgumentError, ArgumentTypeError, DataError
-from jaxsens import _stats
+from jaxsens import _checkpoint, _stats, distributed
 from jaxsens._data import Chunk, Source, chunk_dtype, iter_chunks, open_source, open_sources
 
 __all__ = [
@@ -169,6 +169,7 @@ def run(
         _, targets = open_xy(source[0], targets, input_shape=shapes[0])
     if targets is not None and n_rows is None:
         n_rows = targets.n_rows
+    source, targets, n_rows = distributed.shard(source, targets, n_rows)  # this process's rows (if several)
     devices = list(devices) if devices is not None else jax.local_devices()
     if not devices:
         raise ArgumentError("devices= is empty; pass at least one jax.Device or leave it as None")
@@ -210,6 +211,10 @@ def run(
         )
     acc, pending = None, collections.deque()
     n_valid = n_skipped = n_chunks = done = 0
+    ckpt = _checkpoint.engine_slot(kernel, model, sources, data=data, batch_size=batch_size, nan_policy=nan_policy,
+                                   devices=devices)  # None unless inside jaxsens.checkpointing()
+    if ckpt is not None:  # the fold state after the chunks already done (none on a new run); the stream skips them
+        chunks, (acc, n_valid, n_skipped, n_chunks, done) = ckpt.skip(chunks), ckpt.restored
     feed = _prefetch(chunks, put)
     started = trimmed = time.monotonic()
     try:
@@ -225,16 +230,23 @@ def run(
             n_skipped += chunk.n_skipped
             while len(pending) > depth:
                 acc, done = _retire(pending, acc, done, report)
+                if ckpt is not None:
+                    ckpt.retired(acc, done)  # saves every N chunks: acc covers exactly the chunks retired
             if time.monotonic() - trimmed > _TRIM_SECONDS:
                 release_free_memory()
                 trimmed = time.monotonic()
         while pending:
             acc, done = _retire(pending, acc, done, report)
+            if ckpt is not None:
+                ckpt.retired(acc, done)
     finally:
         feed.close()
         report(None)
         if time.monotonic() - started > _TRIM_SECONDS:  # a short run has little to give back: no 5 ms trim
             release_free_memory()
+    if ckpt is not None:  # this process's own final state (before any merge across processes)
+        ckpt.finish(acc, n_valid, n_skipped, n_chunks, done)
+    acc, n_valid, n_skipped, n_chunks = distributed.merge(acc, n_valid, n_skipped, n_chunks)  # over processes
     if n_valid == 0:
         why = f" ({n_skipped} rows skipped for NaN / Inf)" if n_skipped else ""
         what = "; ".join(s.description for s in source) if multi else source.description

@@ -346,9 +346,9 @@ def poisson_weights(key, row_index, n_boot: int = N_BOOT):
     return jax.vmap(one)(row_index)
 
 
-_POISSON1_CDF = jnp.asarray(  # P(X <= k) for X ~ Poisson(1), k = 0..15 (P(X > 15) < 1e-13)
-    np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, k + 1, dtype=np.float64)) for k in range(16)]), jnp.float32
-)
+_POISSON1_CDF = np.asarray(  # P(X <= k) for X ~ Poisson(1), k = 0..15 (P(X > 15) < 1e-13); numpy, not jnp: an
+    np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, k + 1, dtype=np.float64)) for k in range(16)]), np.float32
+)  # import must not start JAX's backends (jax.distributed.initialize() has to come first)
 
 
 def bootstrap_stderr(replicates: np.ndarray, axis: int = 0) -> np.ndarray:

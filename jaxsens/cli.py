@@ -9,8 +9,10 @@
                                               # x_weights.h5); exit status 3 when drift > T
     jaxsens activations MODEL PATTERN --out DIR [--layers a,b] [--row N] [--stats DATA] [--report r.html]
                                               # each layer's output for one pattern as images, architecture.png
-    jaxsens info                              # devices and supported ONNX ops
-    jaxsens bench [--n 200000]                # Jacobian throughput of this machine vs hand-written JAX
+    jaxsens info                              # devices, supported ONNX ops, the compilation cache folder
+    jaxsens bench [--quick] [--json F] [--compare A.json [B.json]]
+                                              # the standard suite on this machine's devices (samples/s,
+                                              # TFLOP/s, % of GEMM, float32 / tf32 / bf16) and ratios
     jaxsens --version
 
 Exit status: 0 success; 2 a user error: a bad model, data file, argument or option (any ``JaxsensError``,
@@ -91,17 +93,45 @@ def _cmd_info(args) -> int:
     import jax
 
     from converters.onnx_to_jax import supported_ops
+    from jaxsens import _cache
 
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices: {jax.devices()}")
     print(f"supported ONNX ops ({len(supported_ops(None))}): {', '.join(supported_ops(None))}")
+    print(_cache.describe())
     return 0
 
 
 def _cmd_bench(args) -> int:
-    from jaxsens._bench import run_bench
+    from jaxsens import _bench
+    from jaxsens._io import check_output_file
 
-    run_bench(n=args.n, repeats=args.repeats, batch_size=args.batch_size)
+    if args.compare and len(args.compare) > 2:
+        raise _UsageError(f"--compare takes one report (to compare this run with) or two (A B), got {len(args.compare)}")
+    if args.compare and len(args.compare) == 2:  # no run: B / A of two saved reports
+        a, b = (_bench.load_report(path) for path in args.compare)
+        print(_bench.format_comparison(a, b, *args.compare))
+        return 0
+    base = _bench.load_report(args.compare[0]) if args.compare else None  # refused before the run, not after
+    if args.json:
+        check_output_file(args.json, option="--json")
+    report = _bench.run_bench(
+        workloads=_names(args.workloads), precisions=_names(args.precision), n=args.n, repeats=args.repeats,
+        quick=args.quick, each_device=args.each_device, batch_size=args.batch_size,
+    )
+    if args.json:
+        _bench.write_report(report, args.json)
+        print(f"wrote {args.json}")
+    if base is not None:
+        print(_bench.format_comparison(base, report, args.compare[0], "this run"))
     return 0
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+_NO_CACHE_HELP = ("compile without JAX's persistent compilation cache (default: on, in $JAXSENS_CACHE_DIR or "
+                  "~/.cache/jaxsens/jax; JAXSENS_CACHE_DIR=off turns it off for good)")
 
 
 class _UsageError(Exception):
@@ -130,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxsens", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"jaxsens {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--no-cache", action="store_true", help=_NO_CACHE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a model to ONNX once, so later runs need no TensorFlow")
@@ -140,19 +171,34 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="devices and supported ONNX ops")
     p.set_defaults(fn=_cmd_info)
 
-    p = sub.add_parser("bench", help="Jacobian throughput on this machine's devices vs hand-written JAX")
-    p.add_argument("--n", type=int, default=200_000, help="rows (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=None)
+    p = sub.add_parser("bench", help="the standard suite on this machine's devices: samples/s, TFLOP/s, % of the "
+                       "GEMM rate, precision modes (float32 / tensorfloat32 / bfloat16), JSON, --compare")
+    p.add_argument("--quick", action="store_true", help="small sizes and one repeat (a smoke test)")
+    p.add_argument("--n", type=int, default=None, help="rows of the MLP Jacobian, the other workloads in proportion "
+                   "(default 200,000 on CPU, 4,000,000 on an accelerator, 4,096 with --quick)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per job, median reported (default 3; 1 "
+                   "with --quick)")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per chunk (default: the engine's choice)")
+    p.add_argument("--workloads", default="mlp_jacobian,lstm_jacobian,perturbation,sobol",
+                   help="comma-separated (default %(default)s)")
+    p.add_argument("--precision", default="float32,tensorfloat32,bfloat16",
+                   help="matmul precision modes, comma-separated (default %(default)s; float32 always runs)")
+    p.add_argument("--each-device", action="store_true", help="also run each local device alone")
+    p.add_argument("--json", metavar="FILE", help="write the report (machine, settings, GEMM rates, rows) as JSON")
+    p.add_argument("--compare", nargs="+", metavar="REPORT", help="one report: run, then print this run / that "
+                   "report per row; two reports A B: print B / A without running")
     p.set_defaults(fn=_cmd_bench)
 
-    from jaxsens import _cli_compare, _cli_importance, _cli_inside
+    from jaxsens import _cli_compare, _cli_importance, _cli_inside, distributed
 
     _cli_importance.add_parsers(sub, _add_model_args, _load)
     _cli_compare.add_parsers(sub)
     _cli_inside.add_parsers(sub, _add_model_args, _load)
+    for name in ("importance", "compare", "activations"):  # the data commands: --distributed
+        distributed.add_arguments(sub.choices[name])
     for p in sub.choices.values():  # `jaxsens importance ... --debug` works too
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+        p.add_argument("--no-cache", action="store_true", default=argparse.SUPPRESS, help=_NO_CACHE_HELP)
     return parser
 
 
@@ -178,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as e:  # --help, --version
             return e.code if isinstance(e.code, int) else 0
         debug = args.debug
+        if args.no_cache:  # before anything compiles (import jaxsens turned the cache on: jaxsens/_cache.py)
+            from jaxsens import _cache
+
+            _cache.disable("--no-cache")
         start = time.perf_counter()
         code = args.fn(args)
         if os.environ.get("JAXSENS_TIMING"):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Quiet TensorFlow's C++ start-up logging in the test files that import it (must be set before the first import).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX's persistent compilation cache (jaxsens/_cache.py) of this run, shared with the subprocesses the tests
+# start: a fresh folder, never the user's ~/.cache, removed at exit.
+os.environ["JAXSENS_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsens-test-cache-")
+atexit.register(shutil.rmtree, os.environ["JAXSENS_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")

@@ -79,10 +79,11 @@ def test_unknown_method_is_rejected_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_bench_command_checks_agreement_and_reports(capsys):
-    assert main(["bench", "--n", "2048", "--repeats", "1", "--batch-size", "512"]) == 0
+def test_bench_command_checks_agreement_and_reports(capsys):  # the whole suite: tests/test_bench_cli.py
+    argv = ["bench", "--quick", "--n", "1024", "--workloads", "mlp_jacobian", "--precision", "float32"]
+    assert main([*argv, "--batch-size", "512"]) == 0
     out = capsys.readouterr().out
-    assert "jaxsens.jacobian_importance" in out and "hand-written" in out and "GFLOP/s" in out
+    assert "mlp_jacobian" in out and "hand-written" in out and "GFLOP/s" in out and "samples/s" in out
 
 
 @pytest.fixture(scope="module")
