@@ -1,6 +1,7 @@
 """Hessian statistics: jaxsens vs NeuralSens (Python) and TensorFlow nested tapes, on one scikit-learn MLP.
 
     python bench/hessian.py [--rows 200000] [--neuralsens-rows 2000] [--repeats 3] [--quick] [--tag cpu]
+                            [--only mlp|lstm|all] [--lstm-rows 2048] [--lstm-tf-batch 256]
 
 The model: a scikit-learn ``MLPRegressor`` (8 inputs -> 32 -> 32 logistic -> 1) trained on a small synthetic task
 with interactions and curvature (``y = x0 x1 + sin x2 + x3^2 / 2 + x4 x5 / 2``), exported with skl2onnx; every
@@ -26,6 +27,15 @@ std (ddof = 0; jaxsens' ``std`` is ddof = 1) and its ``mean_squared`` is ``sqrt(
 no mean ``|H|``, which is computed here from its per-row ``raw_sens``. NeuralSens does not symmetrise ``H``; jaxsens
 reports ``(H + H^T) / 2`` (equal in exact arithmetic). NeuralSens computes in float64 from the float32 weights and
 inputs, jaxsens and TensorFlow in float32.
+
+Second part (``--only lstm`` runs it alone): seed 001's whole network, ``Input(10, 3) -> LSTM(10, relu) -> LSTM(5,
+relu) -> LSTM(1, sigmoid) -> Flatten`` (every LSTM ``return_sequences=True``: 10 outputs), built by bench/jacobian.py's
+``build_lstm_keras(seed=1)``, saved as ``.keras`` and loaded with ``jaxsens.load_model``. The Hessian is over the
+flattened ``T * F = 30`` input elements for all 10 outputs, ``[10, 30, 30]`` per row: ``jaxsens.hessian_importance``
+against TensorFlow's nested tapes (``batch_jacobian`` of ``batch_jacobian`` in a ``tf.function``, batches of
+``--lstm-tf-batch`` rows, the last one padded so that the graph is traced once), mean ``|H|``; the table reports the
+speed ratio (medians of interleaved repeats) and the largest relative difference ``max |diff| / max |H|`` of the two
+mean ``|H|`` over all timed rows, beside the float32 bound it is checked against first.
 
 Before any timing, every competitor's mean ``|H|`` (and NeuralSens' mean, std, RMS against jaxsens') on the same
 ``--check-rows`` rows must agree within a float32 bound (``2 * n_terms * eps32 * max |H|``, ``n_terms`` the rows
@@ -194,6 +204,101 @@ def verify(model, weights, net, xs, chunk, tf_batch):
     return out, asym, magnitude
 
 
+# ---------------------------------------------------------------------------------------------------- seed-001 LSTM
+LSTM_T, LSTM_F, LSTM_OUT = 10, 3, 10
+
+
+def lstm_model():
+    """Seed 001's LSTM stack (bench/jacobian.py's builder), saved as ``.keras`` and loaded by jaxsens."""
+    from jacobian import build_lstm_keras
+
+    net = build_lstm_keras(seed=1)
+    os.makedirs(TMP_DIR, exist_ok=True)
+    path = os.path.join(TMP_DIR, "hessian_seed001_lstm.keras")
+    net.save(path)
+    return net, jaxsens.load_model(path)
+
+
+def tf_lstm_hessians(net, batch: int):
+    """``run(rows) -> {"mean_abs": [10, 30, 30]}``: TF nested tapes in fixed batches (the last padded)."""
+    import tensorflow as tf
+
+    e = LSTM_T * LSTM_F
+
+    @tf.function(reduce_retracing=True)
+    def hess(x):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = net(x, training=False)  # [B, 10]
+            g = inner.batch_jacobian(y, x)  # [B, 10, T, F]
+        return tf.reshape(outer.batch_jacobian(g, x), (-1, LSTM_OUT, e, e))  # [B, 10, 30, 30]
+
+    def run(rows):
+        total = np.zeros((LSTM_OUT, e, e))
+        for s in range(0, len(rows), batch):
+            part = rows[s: s + batch]
+            m = len(part)
+            if m < batch:
+                part = np.concatenate([part, np.zeros((batch - m, *part.shape[1:]), part.dtype)])
+            h = hess(tf.constant(part)).numpy()[:m].astype(np.float64)
+            total += np.abs(0.5 * (h + h.swapaxes(-1, -2))).sum(0)
+        return {"mean_abs": total / len(rows)}
+
+    return run
+
+
+def lstm_section(args) -> dict:
+    """jaxsens vs TF nested tapes on seed 001's LSTM: checked first, then timed interleaved."""
+    net, model = lstm_model()
+    xs = np.random.default_rng(2).normal(size=(args.lstm_rows, LSTM_T, LSTM_F)).astype(np.float32)
+    tf_run = tf_lstm_hessians(net, args.lstm_tf_batch)
+    units = (10, 5, 1)
+    chain = sum(n_in + 4 * u for n_in, u in zip((LSTM_F, *units[:-1]), units))  # fan-in of the stacked cells
+
+    def bound(n_rows, magnitude):
+        return 2.0 * 2 * (n_rows + 3 * LSTM_T * chain) * EPS32 * magnitude * LSTM_T * LSTM_F
+
+    check = xs[: args.check_rows]
+    ref = jaxsens.hessian_importance(model, check).mean_abs
+    got = tf_run(check)["mean_abs"]
+    magnitude = float(np.abs(ref).max())
+    err = float(np.abs(got - ref).max())
+    if not err <= bound(len(check), magnitude):
+        raise SystemExit(f"LSTM: TF nested tapes differ from jaxsens by {err:.3g} > {bound(len(check), magnitude):.3g}")
+    print(f"seed-001 LSTM (10 outputs, H [10, 30, 30]): checked on {len(check)} rows, max |diff| {err:.2e} <= "
+          f"{bound(len(check), magnitude):.2e} (max mean|H| {magnitude:.3g})")
+    jobs = {"jaxsens hessian_importance (LSTM)": lambda: {"mean_abs": jaxsens.hessian_importance(model, xs).mean_abs},
+            "TF nested batch_jacobian (LSTM)": lambda: tf_run(xs)}
+    for name, fn in jobs.items():  # warm-up: compile / trace once, outside the timings
+        t0 = time.perf_counter()
+        fn()
+        print(f"  warm-up     {name:<34s} {time.perf_counter() - t0:9.3f} s")
+    results = {}
+    times = interleaved(jobs, repeats=args.repeats, on_result=lambda k, r, s, out: results.__setitem__(k, out))
+    mine = results["jaxsens hessian_importance (LSTM)"]["mean_abs"]
+    scale = float(np.abs(mine).max())
+    base = median(times["jaxsens hessian_importance (LSTM)"])
+    table = []
+    for k, ts in times.items():
+        t = median(ts)
+        diff = float(np.abs(results[k]["mean_abs"] - mine).max())
+        if not diff <= bound(len(xs), scale):
+            raise SystemExit(f"{k}: differs from jaxsens by {diff:.3g} > float32 bound {bound(len(xs), scale):.3g}")
+        table.append({"method": k, "rows": len(xs), "seconds": t, "rows_per_s": len(xs) / t,
+                      "jaxsens_speedup": t / base, "max_rel_diff": diff / scale,
+                      "rel_bound": bound(len(xs), scale) / scale, "raw": ts})
+    cols = [("method", "method", "{}"), ("rows", "rows", "{:,d}"), ("seconds", "median s", "{:.3f}"),
+            ("rows_per_s", "rows/s", "{:,.0f}"), ("jaxsens_speedup", "jaxsens speed-up", "{:.1f}x"),
+            ("max_rel_diff", "max rel. diff vs jaxsens", "{:.1e}"), ("rel_bound", "float32 bound", "{:.1e}")]
+    print(format_table(table, cols))
+    print()
+    print(format_table(table, cols, markdown=True))
+    return {"rows": len(xs), "tf_batch": args.lstm_tf_batch, "check_rows": len(check),
+            "check": {"max_abs_diff": err, "float32_bound": bound(len(check), magnitude)}, "table": table}
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,9 +312,17 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="rows=20000, neuralsens-rows=500, 1 repeat")
     ap.add_argument("--tag", default=None, help="results file tag (default: cpu, or the accelerator kind)")
+    ap.add_argument("--only", choices=("mlp", "lstm", "all"), default="all", help="which part to run")
+    ap.add_argument("--lstm-rows", type=int, default=2048, help="rows for the seed-001 LSTM part")
+    ap.add_argument("--lstm-tf-batch", type=int, default=256, help="rows per TF call in the LSTM part")
     args = ap.parse_args()
     if args.quick:
-        args.rows, args.neuralsens_rows, args.repeats = 20_000, 500, 1
+        args.rows, args.neuralsens_rows, args.repeats, args.lstm_rows = 20_000, 500, 1, 512
+    lstm = lstm_section(args) if args.only in ("lstm", "all") else None
+    if args.only == "lstm":
+        name = "hessian_lstm.json" if args.tag is None else f"hessian_lstm_{args.tag}.json"
+        print(f"wrote {write_json(name, {'tag': args.tag or result_tag(), 'machine': machine_info(), 'lstm': lstm})}")
+        return
     model, weights, r2 = train_mlp()
     net = keras_twin(weights)
     xs = np.random.default_rng(1).normal(size=(args.rows, N_FEATURES)).astype(np.float32)
@@ -273,7 +386,7 @@ def main():
                                              "train_r2": r2},
         "rows": args.rows, "neuralsens_rows": len(xs_ns), "repeats": args.repeats, "check_rows": args.check_rows,
         "checks": {k: {"max_abs_diff": e, "float32_bound": t} for k, (e, t) in checks.items()},
-        "neuralsens_max_asymmetry": asym, "jaxsens_mean_abs": mean_abs, "table": table,
+        "neuralsens_max_asymmetry": asym, "jaxsens_mean_abs": mean_abs, "table": table, "lstm": lstm,
     })
     print(f"wrote {path}")
 

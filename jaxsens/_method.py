@@ -156,7 +156,7 @@ class Call:
                 out[k] = v
             else:
                 out[k] = getattr(v, "name", None) or getattr(v, "__name__", None) or type(v).__name__
-        if self.method.random:  # the int seed when one was given (or the default), else the key's raw data
+        if self.key is not None:  # a random call: the int seed given (or the default), else the key's raw data
             if self.seed is not None:
                 out["seed"] = self.seed
             else:
@@ -204,6 +204,10 @@ class Method:
         result: the :class:`jaxsens._results.Result` subclass returned.
         needs_data / needs_targets / uses_targets: the data the method reads (``uses_targets``: optional).
         random: whether ``key`` matters.
+        random_if: for a method random only under some options: ``random_if(options, model) -> bool`` (the
+            checked options) says whether this call is; then ``key`` is resolved (``None``: :data:`DEFAULT_SEED`) and
+            recorded as for a random method, otherwise the call is deterministic and a given ``key`` is ignored
+            with a warning. ``random`` stays False for such a method.
         options: the method's :class:`Option` s.
         memory: what the method holds in memory (for the docstring; "streams" methods hold O(batch_size)).
         exact_zero: an input the model ignores gets exactly 0 (the shared invariant tests check it).
@@ -235,6 +239,7 @@ class Method:
     needs_targets: bool = False
     uses_targets: bool = False
     random: bool = False
+    random_if: Callable | None = dataclasses.field(default=None, repr=False)
     options: tuple[Option, ...] = ()
     memory: str = "streams the data: memory independent of the number of rows"
     exact_zero: bool = True
@@ -364,10 +369,11 @@ def make_call(spec: Method, model, data, targets, *, key=None, outputs=None, bat
             "batch_size, progress, nan_policy, devices"
         )
     checked = {name: o.check(given.get(name, o.default), fn) for name, o in known.items()}
-    resolved_key = resolve_key(key, fn) if spec.random else _no_key(key, fn)
+    random = spec.random or (spec.random_if is not None and bool(spec.random_if(checked, model)))
+    resolved_key = resolve_key(key, fn) if random else _no_key(key, fn)
     resolved_outputs = resolve_outputs(outputs, model) if outputs is not None else None
     seed = None
-    if spec.random and (key is None or (isinstance(key, numbers.Integral) and not isinstance(key, bool))):
+    if random and (key is None or (isinstance(key, numbers.Integral) and not isinstance(key, bool))):
         seed = DEFAULT_SEED if key is None else int(key)
     return Call(spec, model, data, targets, resolved_key, resolved_outputs,
                 None if batch_size is None else int(batch_size), progress or None, nan_policy, checked, devices,
@@ -475,7 +481,7 @@ def _docstring(spec: Method) -> str:
                  "batch_size=None, progress=None, nan_policy='raise', devices=None, **options)")
     lines.append("")
     lines.append(f"Family: {spec.family}. Targets: {'required' if spec.needs_targets else 'optional' if spec.uses_targets else 'not used'}. "
-                 f"Random: {f'yes (key=None uses seed {DEFAULT_SEED})' if spec.random else 'no'}. "
+                 f"Random: {_random_text(spec)}. "
                  f"Memory: {spec.memory}.")
     if spec.options:
         lines.append("")
@@ -490,12 +496,20 @@ def _docstring(spec: Method) -> str:
     return "\n".join(lines)
 
 
+def _random_text(spec: Method) -> str:
+    if spec.random:
+        return f"yes (key=None uses seed {DEFAULT_SEED})"
+    if spec.random_if is not None:
+        return f"with some options, see them (key=None uses seed {DEFAULT_SEED})"
+    return "no"
+
+
 def table_rows(methods: Mapping[str, Method]) -> list[tuple[str, str, str, str, str, str]]:
     """``(name, function, family, targets, random, summary)`` rows for the README table."""
     return [
         (m.name, m.function_name, m.family,
          "required" if m.needs_targets else ("optional" if m.uses_targets else "no"),
-         "yes" if m.random else "no", m.summary)
+         "yes" if m.random else "with some options" if m.random_if is not None else "no", m.summary)
         for m in methods.values()
     ]
 

@@ -255,3 +255,58 @@ def test_keras_lstm_matches_tensorflow_nested_tapes(tmp_path):
     imp, err = r.feature_importance()
     assert_f32_close(imp, agg.sum(-1).mean(0), n_terms=n_terms, magnitude=scale_agg)
     assert_f32_close(err, agg.sum(-1).std(0, ddof=1) / np.sqrt(n), n_terms=n_terms, magnitude=scale_agg)
+
+
+@pytest.mark.slow  # TF's nested pfor over three LSTM loops and jaxsens' forward-over-reverse compile: ~1 min
+def test_seed001_lstm_stack_matches_tensorflow_nested_tapes(tmp_path):
+    """Seed 001's whole network, ``Input(10, 3) -> LSTM(10, relu) -> LSTM(5, relu) -> LSTM(1, sigmoid) ->
+    Flatten`` (every LSTM ``return_sequences=True``: 10 outputs), random seeded weights, saved as ``.keras``: the
+    ``[10, 30, 30]`` statistics over the flattened ``T * F`` elements, for all 10 outputs, and the by-feature
+    aggregate ``[10, 3, 3]``, against TensorFlow's nested tapes."""
+    import keras
+    import tensorflow as tf
+
+    t_steps, f, n = 10, 3, 16
+    units, acts = (10, 5, 1), ("relu", "relu", "sigmoid")
+    rng = np.random.default_rng(8)
+    h = inputs = keras.Input((t_steps, f))
+    for u, act in zip(units, acts):
+        h = keras.layers.LSTM(u, activation=act, return_sequences=True)(h)
+    net = keras.Model(inputs, keras.layers.Flatten()(h))
+    net.set_weights([rng.normal(scale=0.5, size=tuple(w.shape)).astype(np.float32) for w in net.weights])
+    path = tmp_path / "seed001_lstm.keras"
+    net.save(path)
+    model = jaxsens.load_model(str(path))
+    xs = rng.normal(size=(n, t_steps, f)).astype(np.float32)
+    x = tf.constant(xs)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = net(x, training=False)
+        g = inner.batch_jacobian(y, x)  # [N, 10, T, F]
+    e = t_steps * f
+    h = np.asarray(outer.batch_jacobian(g, x), np.float64).reshape(n, t_steps, e, e)
+    h = 0.5 * (h + np.swapaxes(h, -1, -2))
+    assert np.abs(h).max() > 1e-3 and np.abs(h[:, -1]).max() > 1e-3  # not trivially zero, up to the last output
+    r = jaxsens.hessian_importance(model, xs, batch_size=8)
+    assert r.mean_abs.shape == r.mean.shape == r.std.shape == r.rms.shape == (t_steps, e, e)
+    assert r.importance.shape == (t_steps, t_steps, f) and r.time_aggregate["mean_abs"].shape == (t_steps, f, f)
+    # each H entry: T recurrent steps through three stacked cells of fan-in (n_in + 4 * units), three passes
+    # (forward, reverse, tangent), both sides; the statistics add N rows
+    chain = sum(n_in + 4 * u for n_in, u in zip((f, *units[:-1]), units))
+    n_terms = 2 * (n + 3 * t_steps * chain)
+    want = _stats64(h)
+    scale = float(np.abs(h).max()) * e
+    for field in ("mean_abs", "mean_abs_stderr", "mean", "std", "rms"):
+        assert_f32_close(getattr(r, field), want[field], n_terms=n_terms, magnitude=scale, err_msg=field)
+    for field in ("importance", "stderr"):
+        assert_f32_close(getattr(r, field).reshape(t_steps, -1), want[field], n_terms=n_terms, magnitude=scale,
+                         err_msg=field)
+    agg = np.abs(h).reshape(n, t_steps, t_steps, f, t_steps, f).sum(axis=(2, 4))  # [N, 10, F, F]
+    scale_agg = scale * t_steps * t_steps
+    assert_f32_close(r.time_aggregate["mean_abs"], agg.mean(0), n_terms=n_terms, magnitude=scale_agg)
+    imp, err = r.feature_importance()
+    assert imp.shape == (t_steps, f)
+    assert_f32_close(imp, agg.sum(-1).mean(0), n_terms=n_terms, magnitude=scale_agg)
+    assert_f32_close(err, agg.sum(-1).std(0, ddof=1) / np.sqrt(n), n_terms=n_terms, magnitude=scale_agg)
