@@ -101,6 +101,8 @@ NEURALSENS_CHUNK = 100  # rows per jacobian_mlp call: it builds [rows, 500, 500]
 
 A_KEY = "jax_vmap_jacrev"
 GEMM_KEY = "gemm_ceiling"
+LAYER_GEMM_KEY = "gemm_layer_shapes"
+LAYER_GEMM_ROWS = 4096  # rows of the layer-shape GEMM [rows, 500] x [500, 500] (issue 14 item 4)
 SETTLE_SECONDS = (
     0.5  # idle pause before every timed run (spinning BLAS / XLA / TF threads of the previous job)
 )
@@ -338,8 +340,14 @@ def run_suite(
     gemm_library: str,
     startup_gflops: float,
     reference_order: dict[str, list[str]],
+    layer_limit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Verify, size, warm and time ``comps`` (interleaved); return rows, raw times and checks.
+
+    ``layer_limit`` (the MLP, issue 14 item 4): ``{"job": fn, "flops": flops of one fn() call,
+    "needed_flops_per_sample": ...}``: a GEMM at the layers' own shapes, run as one more job of every round; its
+    fastest round's GFLOP/s over the FLOPs a sample needs is the physical limit in samples/s, and each row gets
+    ``pct_limit``, its samples/s as a percentage of that.
 
     (e), the fp32 GEMM ceiling, runs as one more job of every round (a ``[4096, 4096]`` matmul with
     ``gemm_library``); the ceiling is the fastest of those rounds and ``startup_gflops`` (the machine is shared,
@@ -407,6 +415,9 @@ def run_suite(
     gemm_fn, gemm_flops = gemm_job(gemm_library)
     jobs[GEMM_KEY] = lambda: (gemm_fn(), 0)
     plan[GEMM_KEY] = {"repeats": repeats, "library": gemm_library, "flops": gemm_flops}
+    if layer_limit is not None:
+        jobs[LAYER_GEMM_KEY] = lambda: (layer_limit["job"](), 0)
+        plan[LAYER_GEMM_KEY] = {"repeats": repeats}
 
     log(f"\n=== {title}: timing (interleaved) ===")
     results: dict[str, np.ndarray] = {}
@@ -430,6 +441,21 @@ def run_suite(
     gemm_plan = plan.pop(GEMM_KEY)
     compiles.pop(GEMM_KEY)
     results.pop(GEMM_KEY)
+    limit = None
+    if layer_limit is not None:
+        layer_seconds = times.pop(LAYER_GEMM_KEY)
+        for d in (plan, compiles, results):
+            d.pop(LAYER_GEMM_KEY)
+        layer_round_gflops = [layer_limit["flops"] / t / 1e9 for t in layer_seconds]
+        layer_gflops = max(layer_round_gflops)  # a best case, like the 4096^2 ceiling
+        limit = {
+            **{k: v for k, v in layer_limit.items() if k != "job"},
+            "seconds": layer_seconds,
+            "round_gflops": layer_round_gflops,
+            "gflops": layer_gflops,
+            "median_round_gflops": median(layer_round_gflops),
+            "samples_per_second": layer_gflops * 1e9 / layer_limit["needed_flops_per_sample"],
+        }
 
     # agreement of the timed (full-N) runs with jaxsens's timed run
     jax_key = next((c.key for c in comps if c.group == "jaxsens" and c.key in results), None)
@@ -468,8 +494,23 @@ def run_suite(
                 vs_best_bc=sps / best_bc,
                 pct_gemm=100 * sps * flops_per_sample / 1e9 / ceiling_gflops,
             )
+            if limit is not None:
+                row["pct_limit"] = 100 * sps / limit["samples_per_second"]
         row["verify_max_rel_err"] = v.get("max_rel_err")
         rows.append(row)
+    if limit is not None:
+        rows.append(
+            {
+                "key": LAYER_GEMM_KEY,
+                "label": f"(e') fp32 GEMM {limit['shape']} (jax)",
+                "repeats": repeats,
+                "gflops": limit["gflops"],
+                "samples_per_second": limit["samples_per_second"],
+                "pct_gemm": 100 * limit["gflops"] / ceiling_gflops,
+                "pct_limit": 100.0,
+                "status": "limit",
+            }
+        )
     rows.append(
         {
             "key": GEMM_KEY,
@@ -485,6 +526,7 @@ def run_suite(
     return {
         "rows": rows,
         "gemm_ceiling": {**gemm_plan, "gflops": ceiling_gflops, "median_round_gflops": median(round_gflops)},
+        "physical_limit": limit,
         "raw_seconds": times,
         "compiles_during_timed_runs": compiles,
         "plan": plan,
@@ -510,6 +552,7 @@ TABLE_COLUMNS = (
     ("vs_a", "vs (a)", "{:.2f}x"),
     ("vs_best_bc", "vs best(b,c)", "{:.2f}x"),
     ("pct_gemm", "% GEMM", "{:.0f}%"),
+    ("pct_limit", "% limit", "{:.0f}%"),
     ("verify_max_rel_err", "max rel err", "{:.1e}"),
     ("status", "status", "{}"),
 )
@@ -731,6 +774,26 @@ def peer_competitors(args, x, jax_fn, keras_model, torch_fn, torch_label: str) -
     return comps
 
 
+def layer_gemm_limit(width: int, rows: int, needed_flops_per_sample: float) -> dict[str, Any]:
+    """The ``layer_limit`` of :func:`run_suite`: a jitted JAX ``[rows, width] x [width, width]`` float32 matmul
+    (the hidden layers' shape), repeated over 8 operands so that one job lasts long enough to time."""
+    rng = np.random.default_rng(3)
+    w = jax.device_put(rng.standard_normal((width, width), dtype=np.float32))
+    xs = [jax.device_put(rng.standard_normal((rows, width), dtype=np.float32)) for _ in range(8)]
+    mm = jax.jit(jnp.matmul)
+
+    def job():
+        return jax.block_until_ready([mm(x, w) for x in xs])
+
+    job()
+    return {
+        "job": job,
+        "flops": 2.0 * rows * width * width * len(xs),
+        "shape": f"[{rows} x {width}] x [{width} x {width}]",
+        "needed_flops_per_sample": float(needed_flops_per_sample),
+    }
+
+
 def mlp_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
     log(f"\n##### seed-000 MLP {' -> '.join(map(str, MLP_SIZES))} (softmax), N = {args.n:,d} #####")
     os.makedirs(TMP_DIR, exist_ok=True)
@@ -808,6 +871,10 @@ def mlp_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
         c.repeats = 1
 
     fwd = dense_flops(MLP_SIZES)
+    # issue 14 item 4: the physical limit, a GEMM at the hidden layers' own shape measured in every round, over
+    # the FLOPs a sample needs: one forward pass plus K - 1 pull-backs (K outputs summing to one), each pull-back
+    # costing what the forward pass does (the input gradient needs every layer's transposed product)
+    needed = (1 + MLP_SIZES[-1] - 1) * fwd
     out = run_suite(
         "MLP",
         comps + ref_only,
@@ -819,6 +886,7 @@ def mlp_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
         gemm_library="numpy" if ceiling["numpy_gflops"] >= ceiling["jax_gflops"] else "jax",
         startup_gflops=ceiling["gflops"],
         reference_order={"softmax": ["jaxsens", A_KEY], "logits": ["jaxsens_logits", "jax_logits"]},
+        layer_limit=layer_gemm_limit(MLP_SIZES[1], LAYER_GEMM_ROWS, needed),
     )
     out["rows"] = [r for r in out["rows"] if r["key"] not in {c.key for c in ref_only}]
     out.update(
@@ -830,6 +898,7 @@ def mlp_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
         data=os.path.relpath(full_path),
         flop_formula="(1 + n_outputs) * 2 * sum(n_in * n_out) per sample",
         forward_flops_per_sample=fwd,
+        needed_flops_per_sample=needed,
     )
     return out
 
@@ -1093,6 +1162,14 @@ def _targets(suite: dict[str, Any]) -> None:
         ("vs best of (b),(c) >= 1.0x", row["vs_best_bc"], 1.0),
         (">= 80% of GEMM", row["pct_gemm"], 80.0),
     ]
+    if "pct_limit" in row:  # issue 14 item 4 (MLP)
+        checks.append((">= 85% of the layer-shape limit", row["pct_limit"], 85.0))
+    tf = next((r for r in suite["rows"] if r["key"] == "tf" and "samples_per_second" in r), None)
+    if "pct_limit" not in row and tf is not None:  # issue 14 item 4 (LSTM)
+        checks += [
+            ("vs (a) >= 1.2x", row["vs_a"], 1.2),
+            ("vs TF batch_jacobian >= 1.2x", row["samples_per_second"] / tf["samples_per_second"], 1.2),
+        ]
     verdict = lambda v, t: "n/a" if math.isnan(v) else ("PASS" if v >= t else "MISS")
     log("targets: " + ", ".join(f"{name}: {verdict(v, t)}" for name, v, t in checks))
 

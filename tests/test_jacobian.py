@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from _tol import assert_f32_close, f32_tol
 
+from jaxsens import JacobianImportance
 from jaxsens._jacobian import _jacobian_kernel, jacobian_importance
 from jaxsens._model import Model
-from jaxsens import JacobianImportance
 from jaxsens._results import load_result
 from jaxsens._stats import CorrelatedInputsWarning
 
@@ -555,3 +555,65 @@ def test_softmax_head_takes_one_backward_pass_fewer_and_agrees():
         return jax.jit(jax.vmap(kernel)).lower(x).compile().cost_analysis()["flops"]
 
     assert flops(True) < 0.8 * flops(False)
+
+
+# ------------------------------------------------------------------- recurrences: default chunk (issue 14)
+RNN_T, RNN_F, RNN_H = 6, 3, 5
+
+
+def rnn_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "U": (rng.normal(size=(RNN_H, RNN_F)) / np.sqrt(RNN_F)).astype(np.float32),
+        "W": (rng.normal(size=(RNN_H, RNN_H)) / np.sqrt(RNN_H)).astype(np.float32),
+        "v": rng.normal(size=RNN_H).astype(np.float32),
+    }
+
+
+def rnn_net(p, x):
+    """``h_t = tanh(W h_{t-1} + U x_t)`` in ``lax.scan``; outputs ``v . h_t`` for every step, ``[T]``."""
+
+    def step(h, x_t):
+        h = jnp.tanh(p["W"] @ h + p["U"] @ x_t)
+        return h, p["v"] @ h
+
+    return jax.lax.scan(step, jnp.zeros(RNN_H, x.dtype), x)[1]
+
+
+def rnn_jacobians(p, xs) -> np.ndarray:
+    """Closed form in float64, ``[n, T, T, F]``: ``dh_t = diag(1 - h_t^2) (W dh_{t-1} + U dx_t)`` forward in time."""
+    U, W, v = (np.asarray(p[k], np.float64) for k in ("U", "W", "v"))
+    xs = np.asarray(xs, np.float64)
+    n = len(xs)
+    out = np.zeros((n, RNN_T, RNN_T, RNN_F))
+    h = np.zeros((n, RNN_H))
+    dh = np.zeros((n, RNN_H, RNN_T, RNN_F))  # d h_t / d x
+    for t in range(RNN_T):
+        h = np.tanh(h @ W.T + xs[:, t] @ U.T)
+        dz = np.einsum("ij,njsf->nisf", W, dh)
+        dz[:, :, t, :] += U
+        dh = (1.0 - h**2)[:, :, None, None] * dz
+        out[:, t] = np.einsum("i,nisf->nsf", v, dh)
+    return out
+
+
+def test_recurrent_models_default_to_small_chunks_on_cpu_with_the_same_results():
+    from jaxsens import _engine
+    from jaxsens._jacobian import _LOOP_ROWS_CPU, _bytes_per_sample, _has_loops
+
+    m = Model.from_function(rnn_net, rnn_params(), input_shape=(RNN_T, RNN_F))
+    assert _has_loops(m, jax.ShapeDtypeStruct((RNN_T, RNN_F), jnp.float32))
+    assert not _has_loops(tanh_model(0), jax.ShapeDtypeStruct((6,), jnp.float32))
+    if jax.local_devices()[0].platform == "cpu":
+        per_sample = _bytes_per_sample(m, "reverse", None)
+        assert _engine.choose_batch_size(per_sample, n_rows=10**6) == _LOOP_ROWS_CPU * jax.local_device_count()
+        assert _engine.choose_batch_size(_bytes_per_sample(tanh_model(0), "reverse", None), n_rows=10**6) > 256
+    xs = (0.5 * np.random.default_rng(3).normal(size=(700, RNN_T, RNN_F))).astype(np.float32)
+    ref = reference_stats(rnn_jacobians(rnn_params(), xs))
+    default = jacobian_importance(m, xs)  # 700 rows: 2 full chunks of 256 + 1 padded
+    wide = jacobian_importance(m, xs, batch_size=512)  # the chunk the memory bound alone gave before
+    chain = RNN_T * (RNN_H + RNN_F + 3)  # roundings along one element's path through the recurrence
+    assert_results_close(default, wide, n_terms=2 * (512 + chain))
+    for name in ("mean_abs", "mean", "rms"):
+        assert_f32_close(_stat(default, name), ref[name], n_terms=512 + chain,
+                         magnitude=np.abs(ref["rms"]).max())
