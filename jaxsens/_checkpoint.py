@@ -689,7 +689,8 @@ def _load_slot(path: str) -> dict:
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k] for k in z.files if k != "meta"}
         if meta.get("version") != _VERSION:
-            raise ValueError(f"layout version {meta.get('version')}, this jaxsens reads {_VERSION}")
+            raise DataError(f"resume: the checkpoint file {path!r} has layout version {meta.get('version')}; this "
+                            f"jaxsens reads {_VERSION}: remove its folder to start again")
         return {"meta": meta, "acc": _decode(meta["structure"], arrays)}
     except (OSError, ValueError, KeyError, TypeError, zlib.error) as e:
         raise DataError(
@@ -702,7 +703,8 @@ def _read_json(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         if data.get("version") != _VERSION:
-            raise ValueError(f"layout version {data.get('version')}, this jaxsens reads {_VERSION}")
+            raise DataError(f"resume: the checkpoint file {path!r} has layout version {data.get('version')}; this "
+                            f"jaxsens reads {_VERSION}: remove its folder to start again")
         return data
     except (OSError, ValueError) as e:
         raise DataError(

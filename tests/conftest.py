@@ -13,8 +13,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # JAX's persistent compilation cache (jaxsens/_cache.py) of this run, shared with the subprocesses the tests
 # start: a fresh folder, never the user's ~/.cache, removed at exit.
-os.environ["JAXSENS_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsens-test-cache-")
-atexit.register(shutil.rmtree, os.environ["JAXSENS_CACHE_DIR"], True)
+if "JAXSENS_CACHE_DIR" not in os.environ:  # a given folder (or "off") is the caller's choice
+    os.environ["JAXSENS_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsens-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAXSENS_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")
