@@ -99,6 +99,24 @@ def _wrt_hint(model) -> str:
 _CUT_CACHE: dict = {}
 
 
+def per_architecture(cache: dict, model, compute, *extra, limit: int = 256):
+    """``compute()`` cached in ``cache`` by the model's architecture (its pytree structure and the shapes and dtypes
+    of its leaves, not their values) and ``extra``: for analyses of the traced graph, which every model of one
+    architecture shares. Unhashable static metadata computes without caching; at most ``limit`` entries."""
+    leaves, treedef = jax.tree.flatten(model)
+    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves), *extra)
+    try:
+        return cache[key]
+    except TypeError:  # unhashable static metadata
+        return compute()
+    except KeyError:
+        pass
+    value = compute()
+    if len(cache) < limit:
+        cache[key] = value
+    return value
+
+
 def _cut_inputs(model, shapes) -> tuple[str, ...]:
     """Inputs the output depends on but whose derivative is structurally zero (traced once per architecture).
 
@@ -109,14 +127,10 @@ def _cut_inputs(model, shapes) -> tuple[str, ...]:
     Both analyses over-approximate through control flow (``scan``, ``while``, ``cond`` count as depending on all
     their operands), so a differentiable input is never reported.
     """
-    leaves, treedef = jax.tree.flatten(model)
-    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves))
-    try:
-        return _CUT_CACHE[key]
-    except TypeError:  # unhashable static metadata: analyse without caching
-        key = None
-    except KeyError:
-        pass
+    return per_architecture(_CUT_CACHE, model, lambda: _trace_cut_inputs(model, shapes))
+
+
+def _trace_cut_inputs(model, shapes) -> tuple[str, ...]:
     examples = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
     multi = len(shapes) > 1
 
@@ -137,10 +151,7 @@ def _cut_inputs(model, shapes) -> tuple[str, ...]:
         hot = [j == i for j in range(n)]
         if any(_reaches(primal, hot)) and not any(_reaches(linear, [False] * n + hot)):
             cut.append(name)
-    cut = tuple(cut)
-    if key is not None and len(_CUT_CACHE) < 256:
-        _CUT_CACHE[key] = cut
-    return cut
+    return tuple(cut)
 
 
 def _reaches(jaxpr, tainted_in: Sequence[bool]) -> list[bool]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from converters.errors import ArgumentError
 from jaxsens import _engine, _stats
-from jaxsens._checks import check_model
+from jaxsens._checks import check_model, per_architecture
 from jaxsens._data import chunk_dtype
 from jaxsens._method import Call, Method, Option, Plan, output_names
 from jaxsens._model import Model, apply_rows
@@ -521,19 +521,11 @@ _LOOPS_CACHE: dict = {}
 def _has_loops(model: Model, example) -> bool:
     """Whether the model's forward pass on one sample holds a loop primitive (``lax.scan`` / ``while``: converted
     recurrences, or a function's own loops); traced once per architecture and input shape, then cached."""
-    leaves, treedef = jax.tree.flatten(model)
-    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves), str(example))
-    try:
-        return _LOOPS_CACHE[key]
-    except TypeError:  # unhashable static metadata: trace without caching
-        key = None
-    except KeyError:
-        pass
-    closed = jax.make_jaxpr(lambda x: model.with_unroll(0).apply(model.params, x))(example)
-    found = _jaxpr_has(closed.jaxpr, _LOOP_PRIMITIVES)
-    if key is not None and len(_LOOPS_CACHE) < 256:
-        _LOOPS_CACHE[key] = found
-    return found
+    def trace():
+        closed = jax.make_jaxpr(lambda x: model.with_unroll(0).apply(model.params, x))(example)
+        return _jaxpr_has(closed.jaxpr, _LOOP_PRIMITIVES)
+
+    return per_architecture(_LOOPS_CACHE, model, trace, str(example))
 
 
 def _jaxpr_has(jaxpr, names: frozenset[str]) -> bool:
