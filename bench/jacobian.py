@@ -88,6 +88,7 @@ from _common import (
 )
 
 import jaxsens
+from jaxsens import _bench
 
 MLP_SIZES = (82, 500, 500, 500, 2)
 LSTM_SHAPE = (10, 3)  # time steps, features
@@ -641,30 +642,15 @@ def lstm_params(keras_model) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     return [tuple(np.asarray(a) for a in w[i : i + 3]) for i in range(0, len(w), 3)]
 
 
-_JAX_ACT = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
-
-
 def lstm_apply(params, x):
-    """One sample ``[T, F]`` through the Keras LSTM stack (recurrent activation sigmoid), flattened ``[T]``.
+    """One sample ``[T, F]`` through the Keras LSTM stack (recurrent activation sigmoid), flattened ``[T]``: the
+    library's reference (``jaxsens._bench.lstm_apply``, the one `jaxsens bench` checks against).
 
     The time loop is a ``lax.scan``. (Unrolled as a Python loop, the reverse pass of the 1-unit layer makes XLA:CPU
     fuse the whole recurrence into elementwise loops that recompute shared values exponentially often in T: one VJP
     of 2048 samples took 0.2 s at T = 6, 3.7 s at T = 8 and over 40 s at T = 10.)
     """
-    seq = x
-    for (kernel, rec, bias), act_name in zip(params, LSTM_ACTIVATIONS):
-        act = _JAX_ACT[act_name]
-
-        def step(carry, xw_t, rec=rec, act=act):
-            h, c = carry
-            i, f, g, o = jnp.split(xw_t + h @ rec, 4)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * act(g)
-            h = jax.nn.sigmoid(o) * act(c)
-            return (h, c), h
-
-        zeros = jnp.zeros(rec.shape[0], x.dtype)
-        _, seq = jax.lax.scan(step, (zeros, zeros), seq @ kernel + bias)
-    return seq.reshape(-1)
+    return _bench.lstm_apply(params, x)
 
 
 def torch_lstm_fn(params):
