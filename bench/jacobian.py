@@ -61,7 +61,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -124,18 +124,7 @@ def log(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def dense_flops(sizes: Sequence[int]) -> int:
-    """Forward FLOPs of one sample through dense layers ``sizes[0] -> sizes[1] -> ...``."""
-    return 2 * sum(a * b for a, b in itertools.pairwise(sizes))
-
-
-def lstm_flops(n_features: int, units: Sequence[int], steps: int) -> int:
-    """Forward matmul FLOPs of one sample through stacked LSTMs (input and recurrent kernels, all time steps)."""
-    total, n_in = 0, n_features
-    for h in units:
-        total += 2 * steps * 4 * h * (n_in + h)
-        n_in = h
-    return total
+dense_flops, lstm_flops = _bench.dense_flops, _bench.lstm_flops  # one FLOP count for both benches
 
 
 def jacobian_flops(forward: int, n_outputs: int) -> int:

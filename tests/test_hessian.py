@@ -144,9 +144,25 @@ def test_batch_size_does_not_change_the_result():
 
 
 # --------------------------------------------------------------------------------------------- Keras / TF
+def _tf_nested_tapes(net, xs):
+    """The oracle: TensorFlow's Hessian of every output over the flattened per-sample elements, from nested tapes
+    (``batch_jacobian`` of ``batch_jacobian``), symmetrised: ``[N, n_outputs, E, E]`` float64."""
+    import tensorflow as tf
+
+    x = tf.constant(xs)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = net(x, training=False)
+        g = inner.batch_jacobian(y, x)  # [N, k, *input_shape]
+    n, e = xs.shape[0], int(np.prod(xs.shape[1:]))
+    h = np.asarray(outer.batch_jacobian(g, x), np.float64).reshape(n, -1, e, e)
+    return 0.5 * (h + np.swapaxes(h, -1, -2))
+
+
 def test_keras_mlp_matches_tensorflow_nested_tapes(tmp_path):
     import keras
-    import tensorflow as tf
 
     rng = np.random.default_rng(5)
     net = keras.Sequential([
@@ -160,15 +176,7 @@ def test_keras_mlp_matches_tensorflow_nested_tapes(tmp_path):
     net.save(path)
     model = jaxsens.load_model(str(path))
     xs = rng.normal(size=(24, 4)).astype(np.float32)
-    x = tf.constant(xs)
-    with tf.GradientTape() as outer:
-        outer.watch(x)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            y = net(x, training=False)
-        g = inner.batch_jacobian(y, x)  # [N, k, d]
-    h = np.asarray(outer.batch_jacobian(g, x), np.float64)  # [N, k, d, d]
-    h = 0.5 * (h + np.swapaxes(h, -1, -2))
+    h = _tf_nested_tapes(net, xs)  # [N, k, d, d]
     r = jaxsens.hessian_importance(model, xs, batch_size=10)
     _assert_stats(r, h, n_terms=2 * (24 + 4 * (4 + 6 + 5)), err_msg="vs TensorFlow nested tapes")
 
@@ -218,7 +226,6 @@ def test_keras_lstm_matches_tensorflow_nested_tapes(tmp_path):
     """Seed 001's shape scaled down, ``Input(T=5, F=3) -> LSTM(4) -> Dense(1)``: the full ``[T * F, T * F]``
     statistics and the by-feature aggregate against TensorFlow's nested tapes over the flattened elements."""
     import keras
-    import tensorflow as tf
 
     t_steps, f, units, n = 5, 3, 4, 16
     rng = np.random.default_rng(7)
@@ -228,15 +235,7 @@ def test_keras_lstm_matches_tensorflow_nested_tapes(tmp_path):
     net.save(path)
     model = jaxsens.load_model(str(path))
     xs = rng.normal(size=(n, t_steps, f)).astype(np.float32)
-    x = tf.constant(xs)
-    with tf.GradientTape() as outer:
-        outer.watch(x)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            y = net(x, training=False)
-        g = inner.batch_jacobian(y, x)  # [N, 1, T, F]
-    h = np.asarray(outer.batch_jacobian(g, x), np.float64).reshape(n, 1, t_steps * f, t_steps * f)
-    h = 0.5 * (h + np.swapaxes(h, -1, -2))
+    h = _tf_nested_tapes(net, xs)  # [N, 1, T * F, T * F]
     assert np.abs(h).max() > 1e-3  # a Hessian that is not trivially zero
     r = jaxsens.hessian_importance(model, xs, batch_size=8)
     assert r.importance.shape == (1, t_steps, f) and r.mean_abs.shape == (1, t_steps * f, t_steps * f)
@@ -264,7 +263,6 @@ def test_seed001_lstm_stack_matches_tensorflow_nested_tapes(tmp_path):
     ``[10, 30, 30]`` statistics over the flattened ``T * F`` elements, for all 10 outputs, and the by-feature
     aggregate ``[10, 3, 3]``, against TensorFlow's nested tapes."""
     import keras
-    import tensorflow as tf
 
     t_steps, f, n = 10, 3, 16
     units, acts = (10, 5, 1), ("relu", "relu", "sigmoid")
@@ -278,16 +276,8 @@ def test_seed001_lstm_stack_matches_tensorflow_nested_tapes(tmp_path):
     net.save(path)
     model = jaxsens.load_model(str(path))
     xs = rng.normal(size=(n, t_steps, f)).astype(np.float32)
-    x = tf.constant(xs)
-    with tf.GradientTape() as outer:
-        outer.watch(x)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            y = net(x, training=False)
-        g = inner.batch_jacobian(y, x)  # [N, 10, T, F]
     e = t_steps * f
-    h = np.asarray(outer.batch_jacobian(g, x), np.float64).reshape(n, t_steps, e, e)
-    h = 0.5 * (h + np.swapaxes(h, -1, -2))
+    h = _tf_nested_tapes(net, xs)  # [N, 10, T * F, T * F]
     assert np.abs(h).max() > 1e-3 and np.abs(h[:, -1]).max() > 1e-3  # not trivially zero, up to the last output
     r = jaxsens.hessian_importance(model, xs, batch_size=8)
     assert r.mean_abs.shape == r.mean.shape == r.std.shape == r.rms.shape == (t_steps, e, e)
