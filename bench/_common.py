@@ -135,6 +135,14 @@ def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if xs else math.nan
 
 
+def warm_up(jobs: dict[str, Callable[[], Any]], *, log: Callable[[str], None] | None = print) -> None:
+    """Run every job once, untimed (compile / trace outside the timings), logging how long each took."""
+    for name, fn in jobs.items():
+        seconds, _ = timed(fn)
+        if log is not None:
+            log(f"  warm-up     {name:<34s} {seconds:9.3f} s")
+
+
 def interleaved(
     jobs: dict[str, Callable[[], Any]],
     *,

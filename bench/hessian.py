@@ -48,14 +48,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
-from _common import TMP_DIR, format_table, interleaved, machine_info, median, result_tag, write_json
+from _common import TMP_DIR, format_table, interleaved, machine_info, median, result_tag, warm_up, write_json
 
 import jaxsens
 
@@ -271,10 +270,7 @@ def lstm_section(args) -> dict:
           f"{bound(len(check), magnitude):.2e} (max mean|H| {magnitude:.3g})")
     jobs = {"jaxsens hessian_importance (LSTM)": lambda: {"mean_abs": jaxsens.hessian_importance(model, xs).mean_abs},
             "TF nested batch_jacobian (LSTM)": lambda: tf_run(xs)}
-    for name, fn in jobs.items():  # warm-up: compile / trace once, outside the timings
-        t0 = time.perf_counter()
-        fn()
-        print(f"  warm-up     {name:<34s} {time.perf_counter() - t0:9.3f} s")
+    warm_up(jobs)  # compile / trace once, outside the timings
     results = {}
     times = interleaved(jobs, repeats=args.repeats, on_result=lambda k, r, s, out: results.__setitem__(k, out))
     mine = results["jaxsens hessian_importance (LSTM)"]["mean_abs"]
@@ -354,10 +350,7 @@ def main():
     rows_of["TF nested batch_jacobian (XLA)"] = args.tf_xla_rows
     jobs["neuralsens hessian_mlp"] = neuralsens_job(weights, xs_ns, args.neuralsens_chunk)
     rows_of["neuralsens hessian_mlp"] = len(xs_ns)
-    for name, fn in jobs.items():  # warm-up: compile / trace once, outside the timings
-        t0 = time.perf_counter()
-        fn()
-        print(f"  warm-up     {name:<34s} {time.perf_counter() - t0:9.3f} s")
+    warm_up(jobs)  # compile / trace once, outside the timings
     results = {}
     times = interleaved(jobs, repeats=args.repeats, on_result=lambda k, r, s, out: results.__setitem__(k, out))
     # the timed runs over all their rows, against jaxsens over the same rows (neuralsens: its subset)
