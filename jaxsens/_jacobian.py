@@ -134,9 +134,16 @@ def chunk_jacobians(model: Model, xs, *, mode: str, outputs: tuple[int, ...] | N
     ``wrt``: a layer name (``model.layer_names``) to differentiate with respect to that layer's output instead of
     the inputs: ``[batch, n_selected_outputs, *layer_shape]`` (per sample through ``vmap``, also for batched
     graphs); ``None``: the inputs.
+
+    In reverse mode the model is traced :meth:`~jaxsens.Model.with_reverse_only`: the result is not meant to be
+    differentiated again (second derivatives: :mod:`jaxsens._hessian`).
     """
     # recurrences in lax.scan: differentiating an unrolled one measured 3-5x slower (reverse) and 3x (forward)
     model = model.with_unroll(0)  # explicit, static: part of the compile key
+    if mode == "reverse":
+        # one reverse-mode derivative and no other: ops may use their hand-written pull-backs (a Jacobian computed
+        # here is never differentiated again; JAX refuses, loudly, if a caller tries)
+        model = model.with_reverse_only()
     with jax.default_matmul_precision(precision):
         if model.batched and wrt is None:  # static: part of the model's pytree metadata
             return _batch_jacobian(model, mode, outputs, sums_to_one)(xs)  # [B, k, *input_shape]

@@ -280,6 +280,29 @@ class Model:
         apply = self.apply.with_unroll(steps)
         return self if apply is self.apply else dataclasses.replace(self, apply=apply)
 
+    @property
+    def reverse_only(self) -> bool:
+        """Whether the model is traced for first-order reverse mode only (see :meth:`with_reverse_only`)."""
+        return bool(getattr(self.apply, "reverse_only", False))
+
+    def with_reverse_only(self, flag: bool = True) -> Model:
+        """The same model traced for one reverse-mode derivative only: converted ops may then use hand-written
+        pull-backs (``jax.custom_vjp``) that are faster than JAX's transpose of their forward computation. The
+        values and first derivatives are the same (up to float32 rounding); forward mode (``jax.jvp``) and second
+        derivatives of such a model are refused by JAX. Static metadata of the model's pytree, like
+        :meth:`with_unroll`; a model wrapping a plain function is returned unchanged.
+
+        Example:
+            >>> import jaxsens
+            >>> m = jaxsens.load_model(jaxsens.examples.default_model_path())
+            >>> m.with_reverse_only().reverse_only, m.reverse_only
+            (True, False)
+        """
+        if not hasattr(self.apply, "with_reverse_only"):
+            return self
+        apply = self.apply.with_reverse_only(flag)
+        return self if apply is self.apply else dataclasses.replace(self, apply=apply)
+
     def dense_layers(self, *, method: str = "dense_layers") -> list:
         """The model as a dense stack, input layer first: ``[DenseLayer(W [n_in, n_out], b [n_out], activation,
         attrs), ...]`` with weights read from ``self.params`` (so :meth:`with_params` is seen).

@@ -680,6 +680,7 @@ class OnnxFunction:
         self.layer_names = tuple(self._layers)
         self.fingerprint = self._fingerprint(graph)
         self.unroll: int | None = None  # tracing option of recurrent ops, see with_unroll()
+        self.reverse_only = False  # tracing option: hand-written pull-backs allowed, see with_reverse_only()
 
     # ---------------------------------------------------------------- construction helpers
     def _check_supported(self, graph: onnx.GraphProto) -> None:
@@ -818,14 +819,16 @@ class OnnxFunction:
     def __eq__(self, other):
         return (
             isinstance(other, OnnxFunction) and other.fingerprint == self.fingerprint and other.unroll == self.unroll
+            and other.reverse_only == self.reverse_only
         )
 
     def __hash__(self):
-        return hash((self.fingerprint, self.unroll))
+        return hash((self.fingerprint, self.unroll, self.reverse_only))
 
     def __repr__(self):
         unroll = "" if self.unroll is None else f", unroll={self.unroll}"
-        return f"OnnxFunction({self.graph_name!r}, {len(self.nodes)} nodes, opset {self.opset}{unroll})"
+        rev = ", reverse_only" if self.reverse_only else ""
+        return f"OnnxFunction({self.graph_name!r}, {len(self.nodes)} nodes, opset {self.opset}{unroll}{rev})"
 
     def with_unroll(self, steps: int | None) -> OnnxFunction:
         """The same function with recurrences (``RNN`` / ``GRU`` / ``LSTM``) traced another way.
@@ -844,6 +847,20 @@ class OnnxFunction:
         other.unroll = steps
         return other
 
+    def with_reverse_only(self, flag: bool = True) -> OnnxFunction:
+        """The same function traced for first-order reverse mode only: ops may use hand-written pull-backs
+        (``jax.custom_vjp``, faster than JAX's transpose of their forward computation on some backends; see
+        :class:`~converters.onnx_to_jax.registry.OpContext`). The values are the same; forward mode (``jax.jvp``,
+        ``jax.jacfwd``) and second derivatives of such a function are refused by JAX. Static, like
+        :meth:`with_unroll`: part of the function's equality and hash. The copy shares nodes and weights.
+        """
+        flag = bool(flag)
+        if flag == self.reverse_only:
+            return self
+        other = copy.copy(self)
+        other.reverse_only = flag
+        return other
+
     # ---------------------------------------------------------------- evaluation
     def layer_tensor(self, name: str) -> str:
         if name in self._layers:
@@ -857,7 +874,8 @@ class OnnxFunction:
         env: dict[str, Any] = dict(self.consts)
         env.update(params)
         env.update(inputs)
-        env = _run_nodes(self.nodes, env, self.opset, unroll=self.unroll, offsets=offsets)
+        env = _run_nodes(self.nodes, env, self.opset, unroll=self.unroll, offsets=offsets,
+                         reverse_only=self.reverse_only)
         missing = [w for w in want if w not in env]
         if missing:
             raise ArgumentError(f"no tensor named {missing} in the graph; layers: {list(self.layer_names)}")
@@ -1050,9 +1068,9 @@ def _as_input(x, dtype):
 
 
 def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int, *, unroll: int | None = None,
-               offsets: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate ``nodes`` in order over ``env`` (tensor name -> value); ``unroll`` is handed to every op (and to
-    sub-graphs) through :class:`OpContext`. ``offsets`` (tensor name -> array) are added to their tensors: a
+               offsets: Mapping[str, Any] | None = None, reverse_only: bool = False) -> dict[str, Any]:
+    """Evaluate ``nodes`` in order over ``env`` (tensor name -> value); ``unroll`` and ``reverse_only`` are handed
+    to every op (and to sub-graphs) through :class:`OpContext`. ``offsets`` (tensor name -> array) are added to their tensors: a
     graph input (or any tensor already in ``env``) before the first node, a node's output right after it runs,
     so every consumer sees ``h + d``; each offset is reshaped to its tensor's shape (a batch axis of 1)."""
     import jax
@@ -1063,8 +1081,8 @@ def _run_nodes(nodes: Sequence[_Node], env: dict[str, Any], opset: int, *, unrol
     for node in nodes:
         args = [env[i] if i else None for i in node.inputs]
         ctx = OpContext(
-            node.name, node.op_type, opset, _subgraph_runner(env, opset, unroll), env, node.inputs, node.outputs,
-            unroll,
+            node.name, node.op_type, opset, _subgraph_runner(env, opset, unroll, reverse_only), env, node.inputs,
+            node.outputs, unroll, reverse_only,
         )
         try:
             # the node's name labels the equations it traces: rows.py names the node that mixes rows of a batch
@@ -1114,8 +1132,8 @@ def _add_offset(value, offset, name: str):
     return value + jnp.reshape(offset, value.shape).astype(value.dtype)
 
 
-def _subgraph_runner(env, opset, unroll=None):
-    return lambda graph, inputs: run_subgraph(graph, inputs, env, opset, unroll=unroll)
+def _subgraph_runner(env, opset, unroll=None, reverse_only=False):
+    return lambda graph, inputs: run_subgraph(graph, inputs, env, opset, unroll=unroll, reverse_only=reverse_only)
 
 
 # Ops that must not be constant-folded even with static inputs (random generators).
@@ -1128,7 +1146,7 @@ _NEVER_FOLD = frozenset({"If", "Loop", "Scan", "RandomNormal", "RandomUniform", 
 
 def run_subgraph(
     graph: onnx.GraphProto, inputs: Sequence[Any], outer_env: Mapping[str, Any], opset: int = 13, *,
-    unroll: int | None = None,
+    unroll: int | None = None, reverse_only: bool = False,
 ):
     """Run a sub-graph (``Loop`` / ``Scan`` / ``If`` body) with ``inputs`` bound to its formal inputs.
 
@@ -1142,5 +1160,5 @@ def run_subgraph(
     for vi, v in zip(graph.input, inputs):
         env[vi.name] = v
     nodes = [_Node(n, i) for i, n in enumerate(graph.node)]
-    env = _run_nodes(nodes, env, opset, unroll=unroll)
+    env = _run_nodes(nodes, env, opset, unroll=unroll, reverse_only=reverse_only)
     return [env[vi.name] for vi in graph.output]

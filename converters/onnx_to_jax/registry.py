@@ -120,6 +120,11 @@ class OpContext:
     sequences of at most ``unroll`` steps as a static Python loop, longer ones in ``jax.lax.scan`` (0: always
     ``lax.scan``); ``None`` leaves the op's default. It comes from the call (:meth:`OnnxFunction.with_unroll`),
     never from global state.
+
+    ``reverse_only`` (:meth:`OnnxFunction.with_reverse_only`) promises that the traced function is differentiated
+    once, in reverse mode only (``jax.vjp`` / ``jax.grad``): no forward mode, no derivative of a derivative. An op
+    may then use a hand-written pull-back (``jax.custom_vjp``) that is faster than JAX's own transpose of its
+    forward computation; such a function cannot be pushed forward (``jax.jvp`` refuses it, loudly).
     """
 
     node_name: str
@@ -130,6 +135,7 @@ class OpContext:
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     unroll: int | None = None
+    reverse_only: bool = False
 
     def error(self, message: str) -> ConversionError:
         return ConversionError(f"{self.op_type} node {self.node_name!r}: {message}")
