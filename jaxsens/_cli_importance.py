@@ -51,7 +51,8 @@ DEPRECATED_METHOD_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 _SHARED_DESTS = frozenset({
     "method", "out", "batch_size", "outputs", "seed", "nan_policy", "targets", "target_column", "feature_names",
     "quiet", "top", "no_plot", "no_header", "debug", "model", "data", "weights", "unsafe", "output",
-    "input_shape", "help", "report", "problem", "bounds",
+    "input_shape", "help", "report", "problem", "bounds", "checkpoint_every", "resume", "no_cache", "distributed",
+    "coordinator", "num_processes", "process_id", "distributed_timeout",
 })
 # Options that also take a callable from Python (declared ``str``): their command-line choices, by option name.
 _CLI_CHOICES = {"metric": "jaxsens._metrics.METRIC_CHOICES"}
