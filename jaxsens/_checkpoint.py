@@ -95,6 +95,7 @@ _CLI_IGNORED = frozenset(
         "fn",
         "command",
         "out",
+        "checkpoint_folder",
         "quiet",
         "top",
         "no_plot",
@@ -747,7 +748,8 @@ def cli_checkpointing(args, *, model_paths: tuple[str, ...] = (), data_paths: tu
     _check_method(getattr(args, "method", None))
     return _logged(
         checkpointing(
-            os.path.join(args.out, FOLDER_NAME),
+            # the other processes of a distributed run write their outputs to a scratch folder, not their state
+            getattr(args, "checkpoint_folder", None) or os.path.join(args.out, FOLDER_NAME),
             every=every,
             resume=resume,
             fingerprint=cli_fingerprint(args, model_paths=model_paths, data_paths=data_paths),

@@ -495,7 +495,12 @@ def _run_command(fn, args) -> int:
         quiet = {"out": os.path.join(scratch, "out"), "quiet": True, "no_plot": True}
         if getattr(args, "report", None):
             quiet["report"] = os.path.join(scratch, "report.html")
-        args = argparse.Namespace(**{**vars(args), **{k: v for k, v in quiet.items() if hasattr(args, k)}})
+        quiet = {k: v for k, v in quiet.items() if hasattr(args, k)}
+        if getattr(args, "out", None):  # the checkpoint of this process's share stays in the job's real folder
+            from jaxsens._checkpoint import FOLDER_NAME
+
+            quiet["checkpoint_folder"] = os.path.join(args.out, FOLDER_NAME)
+        args = argparse.Namespace(**{**vars(args), **quiet})
         with (
             open(os.devnull, "w") as null,
             contextlib.redirect_stdout(null),
