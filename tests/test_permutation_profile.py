@@ -206,28 +206,28 @@ def test_lek_sample_is_bounded_uniform_and_independent_of_chunking(monkeypatch):
     np.testing.assert_allclose(whole.settings, np.quantile(X.astype(np.float64), q, axis=0), rtol=1e-12)
 
 
-def test_lek_plot_curves_pages_82_features(tmp_path):
+def test_lek_plot_curves_pages_every_feature(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    w = np.linspace(-1, 1, 82)
-    X = np.random.default_rng(7).normal(size=(200, 82)).astype(np.float32)
+    w = np.linspace(-1, 1, 26)  # four pages, the last one partial (as 82 features page in 11)
+    X = np.random.default_rng(7).normal(size=(200, 26)).astype(np.float32)
     r = lek_profile(_linear(w), X, steps=4, quantiles=(0.25, 0.5, 0.75))
     figs = r.plot_curves(top=None, path=tmp_path / "lek.png")
     try:
-        assert len(figs) == 11  # 82 panels, 8 per page
+        assert len(figs) == 4  # 26 panels, 8 per page
         panels = [[ax for ax in f.axes if ax.get_visible()] for f in figs]
-        assert [len(p) for p in panels] == [8] * 10 + [2]
+        assert [len(p) for p in panels] == [8] * 3 + [2]
         ranked = [n for n, _, _ in r.ranking(0)]
         first = panels[0][0]
         assert first.get_title() == f"#1 {ranked[0]}" and first.get_xlabel() == f"{ranked[0]} (swept)"
         assert first.get_ylabel() == r.output_names[0]
         assert [t.get_text() for t in first.get_legend().get_texts()] == ["q=0.25", "q=0.5", "q=0.75"]
-        assert panels[-1][1].get_title() == f"#82 {ranked[81]}"
-        assert "ranked 81-82 of 82" in figs[-1]._suptitle.get_text()
-        assert sorted(os.listdir(tmp_path)) == sorted(f"lek-{i}.png" for i in range(1, 12))
+        assert panels[-1][1].get_title() == f"#26 {ranked[25]}"
+        assert "ranked 25-26 of 26" in figs[-1]._suptitle.get_text()
+        assert sorted(os.listdir(tmp_path)) == sorted(f"lek-{i}.png" for i in range(1, 5))
     finally:
         for f in figs:
             plt.close(f)
@@ -240,6 +240,6 @@ def test_lek_plot_curves_pages_82_features(tmp_path):
             plt.close(f)
     fig = r.plot()  # the base's ranked bars
     try:
-        assert "top 20 of 82" in fig._suptitle.get_text()
+        assert "top 20 of 26" in fig._suptitle.get_text()
     finally:
         plt.close(fig)
