@@ -26,6 +26,7 @@ from _tol import assert_f32_close
 from onnx import TensorProto, helper, numpy_helper
 
 import jaxsens
+from converters.errors import ConversionError
 from converters.onnx_to_jax import OnnxFunction
 from converters.onnx_to_jax.ops import nn
 
@@ -175,6 +176,72 @@ def test_conv_lowering_derivatives_match_lax(x_shape, w_shape, attrs, lowering):
     assert_f32_close(dx, dx_lax, n_terms=n_terms, magnitude=mag_x, err_msg="d/dx")
     assert_f32_close(dw, dw_lax, n_terms=n_terms, magnitude=mag_w, err_msg="d/dw")
     assert_f32_close(tan, tan_lax, n_terms=4 * math.prod(w_shape[1:]), magnitude=mag_t, err_msg="jvp")
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "attrs"), [c[1:4] for c in CASES if c[4] == "shifted"],
+    ids=[c[0] for c in CASES if c[4] == "shifted"],
+)
+def test_depthwise_reverse_pullback_matches_vjp_of_plain_lowering(x_shape, w_shape, attrs):
+    """Under ``reverse_only`` the hand-written pull-back of a depthwise convolution (dx, dw, db through the ONNX
+    node) == ``jax.vjp`` of the plain lowering, and its forward value is the plain lowering's, bit for bit."""
+    x, w, b = _arrays(x_shape, w_shape, seed=7)
+    fn = OnnxFunction(_conv_model(x_shape, w, b, attrs), output=0)
+    rev = fn.with_reverse_only()
+    assert rev.reverse_only and not fn.reverse_only
+    params = {k: jnp.asarray(v) for k, v in fn.params.items()}
+
+    def run(f):
+        return lambda x, w, b: f.run({**params, "w": w, "b": b}, {"x": x}, ["y"])["y"]
+
+    @jax.jit
+    def pullbacks(x, w, b, ct):
+        values, pulls = zip(*[((out := jax.vjp(run(f), x, w, b))[0], out[1](ct)) for f in (rev, fn)])
+        mags = jax.vjp(run(fn), jnp.abs(x), jnp.abs(w), jnp.abs(b))[1](jnp.abs(ct))
+        return values, pulls, mags
+
+    y_shape = jax.eval_shape(run(fn), x, w, b).shape
+    ct = np.random.default_rng(8).normal(size=y_shape).astype(np.float32)
+    (y_rev, y_plain), ((dx, dw, db), (dx0, dw0, db0)), (mag_x, mag_w, mag_b) = pullbacks(x, w, b, ct)
+    np.testing.assert_array_equal(y_rev, y_plain)
+    # the traced programs differ: the reverse-only one holds the custom rule, the plain one does not
+    names = {e.primitive.name for e in _primitives(jax.make_jaxpr(run(rev))(x, w, b).jaxpr)}
+    plain = {e.primitive.name for e in _primitives(jax.make_jaxpr(run(fn))(x, w, b).jaxpr)}
+    assert any("custom_vjp" in n for n in names) and not any("custom" in n for n in plain), (names, plain)
+    n_terms = 2 * max(math.prod(w_shape[2:]), x_shape[0] * math.prod(y_shape[2:]))
+    assert_f32_close(dx, dx0, n_terms=n_terms, magnitude=mag_x, err_msg="d/dx")
+    assert_f32_close(dw, dw0, n_terms=n_terms, magnitude=mag_w, err_msg="d/dw")
+    assert_f32_close(db, db0, n_terms=n_terms, magnitude=mag_b, err_msg="d/db")
+
+
+def test_forward_mode_and_hessian_use_the_plain_depthwise_lowering():
+    """Without ``reverse_only`` the depthwise node keeps the plain shifted form: ``jax.jvp`` and a Hessian
+    (forward over reverse) work and equal the standard ``"lax"`` convolution's (a custom VJP would refuse both)."""
+    x_shape, w_shape = (2, 4, 7, 6), (8, 1, 3, 3)
+    attrs = {"group": 4, "strides": [2, 1], "pads": [1, 0, 1, 1]}
+    x, w, b = _arrays(x_shape, w_shape, seed=9)
+    fn = OnnxFunction(_conv_model(x_shape, w, b, attrs), output=0)
+    params = {k: jnp.asarray(v) for k, v in fn.params.items()}
+    padding = [(1, 1), (0, 1)]
+
+    def plain(x):
+        return jnp.sum(jnp.tanh(fn.run(params, {"x": x}, ["y"])["y"]))
+
+    def lax(x):
+        y = nn._conv_lax(x, jnp.asarray(w), (2, 1), padding, (1, 1), 4) + jnp.asarray(b).reshape(1, -1, 1, 1)
+        return jnp.sum(jnp.tanh(y))
+
+    t = np.random.default_rng(10).normal(size=x_shape).astype(np.float32)
+    hvp = [jax.jit(lambda x, t, f=f: jax.jvp(jax.grad(f), (x,), (t,))[1])(x, t) for f in (plain, lax)]
+    tan = [jax.jit(lambda x, t, f=f: jax.jvp(f, (x,), (t,))[1])(x, t) for f in (plain, lax)]
+    n_terms = 4 * 9 * x_shape[0] * 4 * 6
+    # the tangent sums sech^2(y) * (conv of t) <= the conv of |t| and |w|, summed
+    mag = float(jnp.sum(nn._conv_lax(jnp.abs(t), jnp.abs(jnp.asarray(w)), (2, 1), padding, (1, 1), 4)))
+    assert_f32_close(hvp[0], hvp[1], n_terms=n_terms, magnitude=np.abs(np.asarray(hvp[1])).max())
+    assert_f32_close(tan[0], tan[1], n_terms=n_terms, magnitude=mag)
+    with pytest.raises(ConversionError, match="custom_vjp"):  # the reverse-only trace is indeed reverse only
+        rev = fn.with_reverse_only()
+        jax.jvp(lambda x: rev.run(params, {"x": x}, ["y"])["y"], (x,), (t,))
 
 
 class _Ctx:

@@ -13,6 +13,8 @@ outputs pass them through) and refuses ``training_mode=1``; ``LayerNormalization
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -339,7 +341,10 @@ def conv(
     padding = _padding(ctx, auto_pad, pads, x.shape[2:], kernel, strides, dilations)
     _check_output_size(ctx, x.shape[2:], padding, kernel, strides, dilations)
     lowering = conv_lowering(x.shape[1], group, kernel, strides, padding)
-    y = _CONV_LOWERINGS[lowering](x, w, strides, padding, dilations, group)
+    if lowering == "shifted" and ctx.reverse_only:  # one reverse-mode derivative: the hand-written pull-back
+        y = _depthwise_reverse(x, w, strides, tuple(map(tuple, padding)), dilations)
+    else:
+        y = _CONV_LOWERINGS[lowering](x, w, strides, padding, dilations, group)
     return y if b is None else y + b.reshape(_channel_shape(y))
 
 
@@ -417,17 +422,76 @@ def _conv_shifted(x, w, strides, padding, dilations, group):
     ]
     w = w.reshape(w.shape[0], -1).astype(acc)  # [C * mult, k1 * ... * kn]
     y = None
+    for j, part in _shifted_slices(xp, kernel, strides, dilations, out):
+        term = part.astype(acc) * w[:, j].reshape((-1,) + (1,) * n_sp)
+        y = term if y is None else y + term
+    return y.astype(x.dtype)
+
+
+def _shifted_slices(xp, kernel, strides, dilations, out):
+    """``(offset index, slice of xp)`` for every kernel offset: the window of that offset at every output
+    position, ``xp[:, :, offset * dilation + stride * (0 .. out - 1)]``."""
     for j, offset in enumerate(np.ndindex(*kernel)):
         starts = [i * d for i, d in zip(offset, dilations)]
-        part = jax.lax.slice(
+        yield j, jax.lax.slice(
             xp,
             (0, 0, *starts),
             (*xp.shape[:2], *(b + s * (o - 1) + 1 for b, s, o in zip(starts, strides, out))),
             (1, 1, *strides),
         )
-        term = part.astype(acc) * w[:, j].reshape((-1,) + (1,) * n_sp)
-        y = term if y is None else y + term
-    return y.astype(x.dtype)
+
+
+# Under OpContext.reverse_only (one reverse-mode derivative, e.g. a Jacobian's rows) a depthwise convolution
+# pulls back through the rule below instead of JAX's transpose of the shifted form. That transpose turns each of
+# the k1 * ... * kn strided slices into a pad to the full padded-input size and adds them up (k pads, k full-size
+# temporaries per cotangent); the rule computes dx as one more depthwise correlation, of the stride-dilated,
+# padded cotangent with the flipped kernel: slices and multiply-adds that XLA fuses into one loop. dw is one
+# reduction per kernel offset (the Jacobian never asks for it: XLA drops it there).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise_reverse(x, w, strides, padding, dilations):
+    return _conv_shifted(x, w, strides, padding, dilations, x.shape[1])
+
+
+def _depthwise_reverse_fwd(x, w, strides, padding, dilations):
+    return _conv_shifted(x, w, strides, padding, dilations, x.shape[1]), (x, w)
+
+
+def _depthwise_reverse_bwd(strides, padding, dilations, residuals, dy):
+    x, w = residuals
+    n_sp, (n, c), kernel = x.ndim - 2, x.shape[:2], w.shape[2:]
+    mult = w.shape[0] // c
+    acc = jnp.promote_types(dy.dtype, jnp.float32)
+    out = dy.shape[2:]
+    w_acc = w.reshape(w.shape[0], -1).astype(acc)  # [C * mult, k1 * ... * kn]
+    zero = jnp.zeros((), dy.dtype)
+    # dx[i] = sum over offsets k of dy_dilated[i + lo - k * d] * w[k]: a stride-1 correlation of dy dilated by the
+    # stride (stride - 1 zeros between its elements), padded by (k - 1) * d - lo before (negative: cropped), with
+    # the kernel flipped; the padding after makes the result exactly as long as x.
+    pads = []
+    for size, k, s, d, (lo, _), o in zip(x.shape[2:], kernel, strides, dilations, padding, out):
+        before = (k - 1) * d - lo
+        pads.append((before, size + (k - 1) * d - before - (o - 1) * s - 1, s - 1))
+    dyp = jax.lax.pad(dy, zero, [(0, 0, 0), (0, 0, 0), *pads])
+    flipped = w_acc[:, ::-1]
+    dx = None
+    for j, part in _shifted_slices(dyp, kernel, (1,) * n_sp, dilations, x.shape[2:]):
+        term = part.astype(acc) * flipped[:, j].reshape((-1,) + (1,) * n_sp)
+        dx = term if dx is None else dx + term
+    if mult > 1:  # output channel o reads input channel o // mult
+        dx = dx.reshape(n, c, mult, *x.shape[2:]).sum(axis=2)
+    # dw[o, k] = sum over rows and output positions of dy[o] * x_padded[o // mult, position * s + k * d]
+    xp = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in padding)])
+    dy_acc = dy.astype(acc).reshape(n, c, mult, *out)
+    axes = (0, *range(3, 3 + n_sp))
+    dw = jnp.stack(
+        [jnp.sum(part.astype(acc)[:, :, None] * dy_acc, axis=axes) for _, part in
+         _shifted_slices(xp, kernel, strides, dilations, out)],
+        axis=-1,
+    )  # [C, mult, k1 * ... * kn]
+    return dx.astype(x.dtype), dw.reshape(w.shape).astype(w.dtype)
+
+
+_depthwise_reverse.defvjp(_depthwise_reverse_fwd, _depthwise_reverse_bwd)
 
 
 def _conv_pointwise(x, w, strides, padding, dilations, group):
