@@ -883,6 +883,7 @@ def lstm_suite(args, ceiling: dict[str, Any]) -> dict[str, Any]:
     log(
         f"\n##### seed-001 LSTM {LSTM_SHAPE} -> {LSTM_UNITS} ({'/'.join(LSTM_ACTIVATIONS)}), N = {n:,d} #####"
     )
+    os.makedirs(TMP_DIR, exist_ok=True)
     keras_model = build_lstm_keras(1)
     path = os.path.join(TMP_DIR, "seed001_lstm.keras")
     keras_model.save(path)
