@@ -47,7 +47,7 @@ import jax
 import numpy as np
 
 from converters.errors import ArgumentError, ArgumentTypeError, DataError
-from jaxsens import _checkpoint, _stats, distributed
+from jaxsens import _cache, _checkpoint, _stats, distributed
 from jaxsens._data import Chunk, Source, chunk_dtype, iter_chunks, open_source, open_sources
 
 __all__ = [
@@ -316,21 +316,34 @@ def model_bytes_per_sample(model, tag, fn: Callable, *args) -> int:
     Tracing a converted graph costs tens of milliseconds (more for unrolled recurrences), which a call on a
     small data set must not pay every time. The cache key is the model's pytree structure (architecture, static
     metadata), its leaves' shapes and dtypes, ``tag`` (what ``fn`` computes, hashable) and the avals of
-    ``args``; ``fn`` must depend on nothing else.
+    ``args``; ``fn`` must depend on nothing else. For converted models the value is also kept on disk, so that
+    a new process does not trace again (:func:`jaxsens._cache.persistent_analysis`).
     """
     leaves, treedef = jax.tree.flatten(model)
-    avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in (*leaves, *args))
+    arg_avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in args)
+    avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves) + arg_avals
     key = (treedef, avals, tag)
+
+    def compute():  # kept on disk too for converted models (the analysis a warm first call would trace again)
+        text = _cache.architecture_text(model, (tag, arg_avals))
+        return _cache.persistent_analysis("bytes-per-sample", text, lambda: estimate_bytes_per_sample(fn, *args),
+                                          decode=_positive_int)
+
     try:
         return _BYTES_CACHE[key]
     except TypeError:  # unhashable static metadata: estimate without caching
         return estimate_bytes_per_sample(fn, *args)
     except KeyError:
         pass
-    value = estimate_bytes_per_sample(fn, *args)
+    value = compute()
     if len(_BYTES_CACHE) < 256:
         _BYTES_CACHE[key] = value
     return value
+
+
+def _positive_int(value) -> int | None:
+    """A kept record's positive integer, or ``None`` for a malformed one."""
+    return value if type(value) is int and value > 0 else None
 
 
 def _jaxpr_bytes(jaxpr) -> int:

@@ -532,7 +532,12 @@ def _has_loops(model: Model, example) -> bool:
         closed = jax.make_jaxpr(lambda x: model.with_unroll(0).apply(model.params, x))(example)
         return _jaxpr_has(closed.jaxpr, _LOOP_PRIMITIVES)
 
-    return per_architecture(_LOOPS_CACHE, model, trace, str(example))
+    return per_architecture(_LOOPS_CACHE, model, trace, str(example), persist="has-loops", decode=_flag)
+
+
+def _flag(value) -> bool | None:
+    """A kept record's flag, or ``None`` for a malformed one."""
+    return value if isinstance(value, bool) else None
 
 
 def _jaxpr_has(jaxpr, names: frozenset[str]) -> bool:

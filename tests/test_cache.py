@@ -162,11 +162,14 @@ _CHILD = textwrap.dedent(
     layers = [{"W": rng.normal(size=(a, b)), "b": rng.normal(size=b)} for a, b in zip(sizes[:-1], sizes[1:])]
     xs = rng.normal(size=(100, sizes[0])).astype(np.float32)
     model = jaxsens.Model.from_onnx(dense_onnx(layers, graph_name="cache_test"))
-    r = jaxsens.jacobian_importance(model, xs, batch_size=32)
-    first = counts()
+    traced = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, d, **kw: traced.append(kw.get("fun_name")) if name.endswith("jaxpr_trace_duration") else None)
+    r = jaxsens.jacobian_importance(model, xs)  # the default chunk: sized by the (kept) memory analysis
+    first, first_traces = counts(), list(traced)
     jaxsens.jacobian_importance(model, xs, batch_size=int(sys.argv[1]))  # a new chunk shape: must compile
     new_shape = counts()
-    print(json.dumps({"state": _cache.state(), "first": first, "new_shape": new_shape,
+    print(json.dumps({"state": _cache.state(), "first": first, "new_shape": new_shape, "traces": first_traces,
                       "mean_abs": r.mean_abs.tolist(), "stderr": r.stderr.tolist()}))
     """
 )
@@ -201,3 +204,86 @@ def test_a_new_process_loads_instead_of_compiling(tmp_path):
     assert warm["new_shape"]["cache_misses"] >= 1
     # the loaded executable is the one the cold process compiled: identical results, bit for bit
     assert warm["mean_abs"] == cold["mean_abs"] and warm["stderr"] == cold["stderr"]
+    # the traced analyses (memory per sample, loops, cut inputs) were kept too: the warm first call traces the
+    # kernel only, where the cold one also traced the model for each analysis
+    kinds = {n.split("-")[0] for n in os.listdir(folder / _cache.ANALYSES)}
+    assert kinds == {"bytes", "cut", "has"}, kinds
+    assert len(warm["traces"]) < len(cold["traces"]), (warm["traces"], cold["traces"])
+    assert set(warm["traces"]) <= set(cold["traces"])
+
+
+# ------------------------------------------------------------------------------- kept analyses (a new process)
+def _two_stacks():
+    """Two converted MLPs that differ only in the hidden activation: same graph name, node count, weight names
+    and shapes (the pytree texts match), different functions."""
+    from jaxsens import Model
+    from jaxsens._dense import dense_onnx
+
+    rng = np.random.default_rng(1)
+    layers = [{"W": rng.normal(size=(4, 5)), "b": rng.normal(size=5)}, {"W": rng.normal(size=(5, 2)),
+                                                                        "b": rng.normal(size=2)}]
+    return [Model.from_onnx(dense_onnx(layers, hidden=h, graph_name="same")) for h in ("Relu", "Tanh")]
+
+
+def test_architecture_text_tells_graphs_apart_and_refuses_wrapped_functions():
+    from jaxsens import Model
+
+    relu, tanh = _two_stacks()
+    assert _cache.architecture_text(relu) == _cache.architecture_text(relu.with_params(relu.params))
+    assert _cache.architecture_text(relu) != _cache.architecture_text(tanh)  # the graph's fingerprint differs
+    assert _cache.architecture_text(relu) != _cache.architecture_text(relu.with_unroll(0))
+    wrapped = Model.from_function(lambda p, x: jnp.tanh(p * x), jnp.ones(3), input_shape=(3,))
+    assert _cache.architecture_text(wrapped) is None  # a function's name says nothing of its body
+    assert _cache.architecture_text(relu, (lambda: 0,)) is None  # an extra whose text holds an address
+
+
+def test_kept_analysis_is_read_back_checked_and_recomputed_when_damaged(pristine, tmp_path):
+    folder = tmp_path / "c"
+    _cache.enable_default({_cache.ENV: str(folder)})
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return 1234
+
+    def decode(v):
+        return v if type(v) is int else None
+
+    assert _cache.persistent_analysis("probe", "key-a", compute, decode=decode) == 1234
+    (record,) = list((folder / _cache.ANALYSES).iterdir())
+    assert _cache.persistent_analysis("probe", "key-a", compute, decode=decode) == 1234 and len(calls) == 1
+    for damage in ("{not json", json.dumps({"key": "other", "value": 99}), json.dumps({"key": json.loads(
+            record.read_text())["key"], "value": "x"})):
+        record.write_text(damage)  # truncated, a different key (a hash collision), a malformed value
+        assert _cache.persistent_analysis("probe", "key-a", compute, decode=decode) == 1234
+    assert len(calls) == 4 and json.loads(record.read_text())["value"] == 1234  # rewritten whole
+    assert _cache.persistent_analysis("probe", None, compute, decode=decode) == 1234 and len(calls) == 5
+
+
+def test_kept_analyses_follow_the_cache_switch(pristine, tmp_path):
+    """Nothing is kept with the cache off, nor in a folder the process gave JAX itself; the kept values equal
+    fresh ones, per graph."""
+    from jaxsens import _engine, _jacobian
+
+    relu, tanh = _two_stacks()
+    own = tmp_path / "own"
+    jax.config.update("jax_compilation_cache_dir", str(own))
+    _cache.enable_default({})
+    _engine._BYTES_CACHE.clear()
+    _jacobian._bytes_per_sample(relu, "reverse", None)
+    assert _cache.state()["dir"] == str(own) and not (own / _cache.ANALYSES).exists()
+    jax.config.update("jax_compilation_cache_dir", None)
+    _cache.enable_default({_cache.ENV: "off"})
+    fresh = {}
+    for name, m in (("relu", relu), ("tanh", tanh)):
+        _engine._BYTES_CACHE.clear()
+        fresh[name] = _jacobian._bytes_per_sample(m, "reverse", None)
+        _cache.persistent_analysis("probe", "k", lambda: 1, decode=lambda v: v)
+    folder = tmp_path / "c"
+    _cache.enable_default({_cache.ENV: str(folder)})
+    assert not (own / _cache.ANALYSES).exists()
+    for _ in range(2):  # written, then read back (each time with the in-process cache emptied)
+        for name, m in (("relu", relu), ("tanh", tanh)):
+            _engine._BYTES_CACHE.clear()
+            assert _jacobian._bytes_per_sample(m, "reverse", None) == fresh[name]
+    assert len([n for n in os.listdir(folder / _cache.ANALYSES) if n.startswith("bytes-per-sample")]) == 2
