@@ -65,9 +65,15 @@ CASES = [
     ("pointwise-1d", (2, 6, 5), (3, 6, 1), {}, "pointwise"),
     ("pointwise-strided", (2, 6, 5, 4), (7, 6, 1, 1), {"strides": [2, 2]}, "lax"),
     ("dense-3x3", (2, 3, 7, 6), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}, "lax"),
+    ("dense-3x3-stride2-same", (2, 3, 9, 8), (4, 3, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}, "lax"),
+    ("dense-1d-stride3-dilated", (2, 3, 13), (4, 3, 3), {"strides": [3], "dilations": [2], "pads": [2, 1]}, "lax"),
+    ("dense-strided-wide-pads", (2, 2, 5, 4), (3, 2, 1, 1), {"strides": [2, 3], "pads": [3, 2, 3, 4]}, "lax"),
+    ("dense-3d-strided", (1, 2, 5, 6, 4), (3, 2, 2, 3, 2), {"strides": [2, 1, 2], "pads": [1, 0, 0, 0, 1, 1]}, "lax"),
     ("many-groups", (1, 66, 4, 4), (66, 2, 3, 3), {"group": 33, "pads": [1, 1, 1, 1]}, "lax"),
 ]
 IDS = [c[0] for c in CASES]
+# the rows with a hand-written pull-back under reverse_only: depthwise, and dense (group 1) strided convolutions
+REVERSE_RULES = [c for c in CASES if c[4] == "shifted" or (c[3].get("group", 1) == 1 and max(c[3].get("strides", [1])) > 1)]
 
 
 def _arrays(x_shape, w_shape, seed):
@@ -178,13 +184,13 @@ def test_conv_lowering_derivatives_match_lax(x_shape, w_shape, attrs, lowering):
     assert_f32_close(tan, tan_lax, n_terms=4 * math.prod(w_shape[1:]), magnitude=mag_t, err_msg="jvp")
 
 
-@pytest.mark.parametrize(
-    ("x_shape", "w_shape", "attrs"), [c[1:4] for c in CASES if c[4] == "shifted"],
-    ids=[c[0] for c in CASES if c[4] == "shifted"],
-)
-def test_depthwise_reverse_pullback_matches_vjp_of_plain_lowering(x_shape, w_shape, attrs):
-    """Under ``reverse_only`` the hand-written pull-back of a depthwise convolution (dx, dw, db through the ONNX
-    node) == ``jax.vjp`` of the plain lowering, and its forward value is the plain lowering's, bit for bit."""
+@cpu_only
+@pytest.mark.parametrize(("x_shape", "w_shape", "attrs"), [c[1:4] for c in REVERSE_RULES],
+                         ids=[c[0] for c in REVERSE_RULES])
+def test_reverse_pullback_matches_vjp_of_plain_lowering(x_shape, w_shape, attrs):
+    """Under ``reverse_only`` the hand-written pull-back of a depthwise or a dense strided convolution (dx, dw, db
+    through the ONNX node) == ``jax.vjp`` of the plain lowering, also under ``vmap`` over cotangents (a
+    Jacobian's rows), and its forward value is the plain lowering's, bit for bit."""
     x, w, b = _arrays(x_shape, w_shape, seed=7)
     fn = OnnxFunction(_conv_model(x_shape, w, b, attrs), output=0)
     rev = fn.with_reverse_only()
@@ -208,10 +214,16 @@ def test_depthwise_reverse_pullback_matches_vjp_of_plain_lowering(x_shape, w_sha
     names = {e.primitive.name for e in _primitives(jax.make_jaxpr(run(rev))(x, w, b).jaxpr)}
     plain = {e.primitive.name for e in _primitives(jax.make_jaxpr(run(fn))(x, w, b).jaxpr)}
     assert any("custom_vjp" in n for n in names) and not any("custom" in n for n in plain), (names, plain)
-    n_terms = 2 * max(math.prod(w_shape[2:]), x_shape[0] * math.prod(y_shape[2:]))
+    n_terms = 2 * max(w_shape[0] * math.prod(w_shape[2:]), x_shape[0] * math.prod(y_shape[2:]))
     assert_f32_close(dx, dx0, n_terms=n_terms, magnitude=mag_x, err_msg="d/dx")
     assert_f32_close(dw, dw0, n_terms=n_terms, magnitude=mag_w, err_msg="d/dw")
     assert_f32_close(db, db0, n_terms=n_terms, magnitude=mag_b, err_msg="d/db")
+    cts = np.random.default_rng(11).normal(size=(3, *y_shape)).astype(np.float32)
+    rows = [jax.jit(lambda x, c, f=f: jax.vmap(jax.vjp(lambda v: run(f)(v, w, b), x)[1])(c)[0])(x, cts)
+            for f in (rev, fn)]
+    mags = jax.jit(lambda x, c: jax.vmap(jax.vjp(lambda v: run(fn)(v, jnp.abs(w), b), x)[1])(c)[0])(
+        jnp.abs(x), jnp.abs(cts))
+    assert_f32_close(rows[0], rows[1], n_terms=n_terms, magnitude=mags, err_msg="vmap of d/dx")
 
 
 def test_forward_mode_and_hessian_use_the_plain_depthwise_lowering():

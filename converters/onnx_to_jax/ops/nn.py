@@ -14,6 +14,7 @@ outputs pass them through) and refuses ``training_mode=1``; ``LayerNormalization
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -343,6 +344,8 @@ def conv(
     lowering = conv_lowering(x.shape[1], group, kernel, strides, padding)
     if lowering == "shifted" and ctx.reverse_only:  # one reverse-mode derivative: the hand-written pull-back
         y = _depthwise_reverse(x, w, strides, tuple(map(tuple, padding)), dilations)
+    elif lowering == "lax" and group == 1 and max(strides) > 1 and ctx.reverse_only and _fast_backend():
+        y = _strided_reverse(x, w, strides, tuple(map(tuple, padding)), dilations)
     else:
         y = _CONV_LOWERINGS[lowering](x, w, strides, padding, dilations, group)
     return y if b is None else y + b.reshape(_channel_shape(y))
@@ -366,6 +369,10 @@ def conv(
 # gradients against the "lax" lowering and onnxruntime.
 _FAST_CONV_BACKENDS = ("cpu",)
 _MAX_SPLIT_GROUPS = 32
+
+
+def _fast_backend() -> bool:
+    return jax.default_backend() in _FAST_CONV_BACKENDS
 
 
 def conv_lowering(c_in: int, group: int, kernel, strides, padding, backend: str | None = None) -> str:
@@ -492,6 +499,70 @@ def _depthwise_reverse_bwd(strides, padding, dilations, residuals, dy):
 
 
 _depthwise_reverse.defvjp(_depthwise_reverse_fwd, _depthwise_reverse_bwd)
+
+
+# Under OpContext.reverse_only a dense (group 1) strided convolution on the CPU keeps its forward lowering but pulls
+# dx back through the rule below. JAX's transpose is a convolution of the cotangent with lhs_dilation = stride,
+# which XLA:CPU computes over every dilated position, zeros included (stride^2 times the needed products in 2-D).
+# The rule: one product over the output channels, cols[n, o..., k..., c] = sum_m dy[n, m, o...] w[m, c, k...],
+# then per stride phase the shifted slices of cols that land there, interleaved (see the body); channels last, the
+# layout XLA:CPU gives the surrounding convolutions. Measured on the ResNet-like CNN of bench/cnn.py (two 3x3 and
+# two 1x1 stride-2 convolutions, 64 rows, 2 cores, jax 0.10.2): the Jacobian 0.45 s -> 0.34 s. The same rule with
+# pads of stride - 1 interior zeros per kernel offset (col2im) was slower than XLA's own in the model, and for
+# stride 1 XLA's transpose is a plain convolution (no rule there). dw is JAX's (a Jacobian never asks for it).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _strided_reverse(x, w, strides, padding, dilations):
+    return _conv_lax(x, w, strides, padding, dilations, 1)
+
+
+def _strided_reverse_fwd(x, w, strides, padding, dilations):
+    return _conv_lax(x, w, strides, padding, dilations, 1), (x, w)
+
+
+def _strided_reverse_bwd(strides, padding, dilations, residuals, dy):
+    x, w = residuals
+    n_sp, kernel, out = x.ndim - 2, w.shape[2:], dy.shape[2:]
+    acc = jnp.promote_types(dy.dtype, jnp.float32)
+    # channels last throughout: XLA:CPU runs the surrounding convolutions channels-last, and a channels-first
+    # product here cost more in transposes than it saved (measured on the ResNet-like CNN of bench/cnn.py)
+    dy_last = jnp.moveaxis(dy, 1, -1).astype(acc)  # [N, o..., M]
+    w_last = jnp.moveaxis(w, 1, -1).astype(acc)  # [M, k..., C]
+    cols = jax.lax.dot_general(dy_last, w_last, (((n_sp + 1,), (0,)), ((), ())))  # [N, o..., k..., C]
+    # Input position i, output position o and kernel offset k meet where i + pad_begin = o * stride + k * dilation.
+    # Phase r of an axis (i + pad_begin = j * stride + r, j in [0, J)) receives the offsets with k * dilation = r
+    # (mod stride), each from output j - q, q = (k * dilation - r) // stride: a shifted copy, no interior zeros.
+    # The phases are then interleaved (one reshape) and cropped to the input's extent.
+    sizes = x.shape[2:]
+    n_phase = [-(-(size + lo) // s) for size, (lo, _), s in zip(sizes, padding, strides)]  # J per axis
+    zero = jnp.zeros((), acc)
+    phases = []
+    for r in np.ndindex(*strides):
+        taps = [
+            [(k, (k * d - ri) // s) for k in range(kk) if (k * d - ri) % s == 0]
+            for ri, kk, s, d in zip(r, kernel, strides, dilations)
+        ]
+        acc_r = None
+        for combo in itertools.product(*taps):
+            offset = tuple(k for k, _ in combo)
+            part = cols[(slice(None),) + (slice(None),) * n_sp + offset]  # [N, o..., C]
+            pads = [(q, jn - o - q, 0) for (_, q), o, jn in zip(combo, out, n_phase)]
+            term = jax.lax.pad(part, zero, [(0, 0, 0), *pads, (0, 0, 0)])
+            acc_r = term if acc_r is None else acc_r + term
+        if acc_r is None:  # no offset lands in this phase (e.g. a 1x1 kernel with stride 2)
+            acc_r = jnp.zeros((cols.shape[0], *n_phase, cols.shape[-1]), acc)
+        phases.append(acc_r)
+    g = jnp.stack(phases, axis=1).reshape(cols.shape[0], *strides, *n_phase, cols.shape[-1])
+    perm = [0] + [a for i in range(n_sp) for a in (1 + n_sp + i, 1 + i)] + [1 + 2 * n_sp]
+    g = g.transpose(perm).reshape(cols.shape[0], *(j * s for j, s in zip(n_phase, strides)), cols.shape[-1])
+    dx = jax.lax.slice(
+        g, (0, *(lo for lo, _ in padding), 0), (g.shape[0], *(lo + n for (lo, _), n in zip(padding, sizes)), g.shape[-1])
+    )
+    dx = jnp.moveaxis(dx, -1, 1)
+    _, pull_w = jax.vjp(lambda v: _conv_lax(x, v, strides, padding, dilations, 1), w)
+    return dx.astype(x.dtype), pull_w(dy)[0]
+
+
+_strided_reverse.defvjp(_strided_reverse_fwd, _strided_reverse_bwd)
 
 
 def _conv_pointwise(x, w, strides, padding, dilations, group):
