@@ -34,6 +34,9 @@ same inputs, and the outputs must agree within a float32-derived tolerance (:fun
 not mismatches: jaxsens warned that it gives a graph that mixes the rows of a batch its per-sample meaning (then
 onnxruntime runs one row at a time), or onnxruntime departs from the ONNX specification and the ONNX reference
 evaluator (``onnx.reference``) agrees with jaxsens (onnxruntime's LSTM kernel turns NaN weights into finite outputs).
+An accepted variant whose graph holds an op with a hand-written pull-back (``LSTM``, ``Conv``: used when jaxsens
+differentiates once in reverse mode) also gets its Jacobian on the same rows, through jaxsens's kernel and through
+``vmap(jacrev)`` of the plain lowering; a raw exception or a difference there is a bug too (``_derivative_check``).
 
 Usage::
 
@@ -1104,7 +1107,55 @@ def run_variant(
     if reason is not None:
         rec["outcome"] = "mismatch"
         rec["message"] = reason
+        return rec
+    _derivative_check(model, xs, rec, raise_raw=raise_raw)
     return rec
+
+
+#: ops with a hand-written pull-back where a function is differentiated once in reverse mode (``reverse_only``)
+REVERSE_RULE_OPS = frozenset({"LSTM", "Conv"})
+
+
+def _derivative_check(model, xs, rec: dict, *, raise_raw: bool = False) -> None:
+    """The Jacobian of an accepted variant whose graph holds an op in :data:`REVERSE_RULE_OPS`: jaxsens's kernel
+    (``chunk_jacobians`` in reverse mode: the whole-batch graph and the hand-written pull-backs) against
+    ``vmap(jacrev)`` of the plain per-sample lowering. Sets ``rec["jacobian"]``; a raw exception or a difference
+    (within :func:`compare`'s tolerance, scaled by the chain of products a pull-back sums) makes the outcome a bug.
+    Where the plain Jacobian holds non-finite values (mutated weights), only the absence of raw exceptions is
+    checked: two orders of differentiation need not produce the same NaN pattern."""
+    import jax
+
+    import jaxsens
+    from jaxsens._jacobian import chunk_jacobians
+
+    ops = {n.op_type for n in getattr(model.apply, "nodes", ())}
+    if not ops & REVERSE_RULE_OPS or model.n_inputs != 1:
+        return
+    if getattr(model.apply, "input_dtypes", (np.dtype(np.float32),))[0].kind != "f":
+        return
+    try:
+        got = np.asarray(jax.jit(lambda m, x: chunk_jacobians(m, x, mode="reverse", outputs=None))(model, xs))
+        plain = model.with_unroll(0)
+        want = np.asarray(jax.jit(jax.vmap(jax.jacrev(lambda x: plain.apply(plain.params, x))))(xs))
+    except jaxsens.JaxsensError as e:
+        rec["jacobian"] = f"jaxsens_error:{type(e).__name__}"
+        return
+    except Exception as e:
+        if raise_raw:
+            raise
+        last, ours = _last_frames(e.__traceback__)
+        rec.update(outcome=f"raw:{type(e).__name__}", message=str(e)[:500], frame=last, our_frame=ours,
+                   phase="jacobian")
+        return
+    want = want.reshape(got.shape)
+    if not np.all(np.isfinite(want)):
+        rec["jacobian"] = "not compared (non-finite)"
+        return
+    reason = compare(got, want)
+    rec["jacobian"] = "ok" if reason is None else "mismatch"
+    if reason is not None:
+        rec["outcome"] = "mismatch"
+        rec["message"] = f"Jacobian vs plain jacrev: {reason}"
 
 
 def _ort_session(path: str):
@@ -1422,6 +1473,7 @@ def summarize(records: Sequence[dict]) -> dict:
         "by_kind": counts("kind"),
         "jaxsens_errors": dict(by_class),
         "ok_vs_onnxruntime": dict(ort),
+        "jacobian_vs_plain": dict(collections.Counter(r["jacobian"] for r in records if "jacobian" in r)),
         "bugs": bugs,
         "ok_not_confirmed_by_onnxruntime": refused_by_ort,
     }
@@ -1439,6 +1491,7 @@ def _print_table(summary: dict) -> None:
         print()
     print("outcomes:", summary["outcomes"])
     print("ok vs onnxruntime:", summary["ok_vs_onnxruntime"])
+    print("Jacobian (hand-written pull-backs) vs plain jacrev:", summary["jacobian_vs_plain"])
     for b in summary["bugs"][:40]:
         print(
             f"  {b['seed']}:{b['index']} {b['model']}/{b['kind']} {b['outcome']} {b.get('our_frame') or b.get('frame', '')}"
