@@ -94,7 +94,8 @@ def option_flags(methods: Mapping) -> dict[str, Flag]:
     flags: dict[str, Flag] = {}
     for spec in methods.values():
         for o in spec.options:
-            if not o.cli or o.type == "any":
+            kind = o.cli_type if o.type == "any" else o.type  # the flag's type
+            if not o.cli or kind is None:
                 continue
             if o.name in _SHARED_DESTS:
                 raise ArgumentError(
@@ -104,12 +105,12 @@ def option_flags(methods: Mapping) -> dict[str, Flag]:
             choices = _choices(o)
             seen = flags.get(o.name)
             if seen is None:
-                flags[o.name] = Flag(o.name, o.type, choices, o.help, {spec.name: o.default})
+                flags[o.name] = Flag(o.name, kind, choices, o.help, {spec.name: o.default})
                 continue
-            if seen.type != o.type or seen.choices != choices:
+            if seen.type != kind or seen.choices != choices:
                 raise ArgumentError(
                     f"option {o.name!r} means two things: {seen.methods[0]!r} declares type {_type_name(seen.type)} "
-                    f"with choices {seen.choices}, {spec.name!r} type {_type_name(o.type)} with choices {choices}; "
+                    f"with choices {seen.choices}, {spec.name!r} type {_type_name(kind)} with choices {choices}; "
                     "one name, one meaning (rename one of them)"
                 )
             flags[o.name] = dataclasses.replace(seen, defaults={**seen.defaults, spec.name: o.default})

@@ -601,14 +601,14 @@ SPEC = Method(
     result=IntegratedGradients,
     options=(
         Option("baseline", "any", "zeros", "the path's start: 'zeros', 'mean' (the data's element means, one "
-               "more pass), an array of one sample's shape, or reference data for expected gradients (API only: "
-               "the CLI uses zeros)", cli=False),
+               "more pass), an array of one sample's shape (API), or reference data for expected gradients (a "
+               "data file's path, or from Python any data source)", cli_type=str),
         Option("n_steps", int, 32, "points of the quadrature rule on [0, 1]", minimum=1),
         Option("rule", str, "gausslegendre", "quadrature rule (Captum's approximation methods)", choices=RULES),
         Option("n_baselines", int, None, f"expected gradients: baselines drawn per row (default {N_BASELINES})",
-               minimum=1, cli=False),
+               minimum=1),
         Option("reference_rows", int, None, "expected gradients: the most rows of the reference sample held on "
-               f"the device (default {REFERENCE_ROWS})", minimum=1, cli=False),
+               f"the device (default {REFERENCE_ROWS})", minimum=1),
     ),
     random_if=lambda options, model: is_reference(options["baseline"], tuple(model.input_shape)),
     prepare=_prepare,

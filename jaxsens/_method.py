@@ -62,6 +62,8 @@ class Option:
         cli: whether the CLI exposes it.
         objects: a ``str`` option that also takes an object from Python (a :class:`jaxsens.Metric` or a callable
             for ``metric``); other ``str`` options take strings only.
+        cli_type: for an ``"any"`` option, the type the CLI gives it (``str``: a name or a file path, e.g.
+            ``baseline``); ``None``: API only.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Option:
     minimum: float | None = None
     cli: bool = True
     objects: bool = False
+    cli_type: Any = None
 
     def check(self, value, method: str):
         """``value`` validated (and normalised: tuples for sequences, float for float options)."""

@@ -378,3 +378,38 @@ def test_expected_gradients_refuse_bad_reference_data(tmp_path):
     with pytest.warns(UserWarning, match="deterministic; key= is ignored"):
         jaxsens.integrated_gradients(model, xs, key=3)
     assert "seed" not in jaxsens.integrated_gradients(model, xs).options
+
+
+def test_cli_expected_gradients_from_a_reference_file_equal_the_library(tmp_path, capsys):
+    """``jaxsens importance --method integrated-gradients --baseline REF.npy --n-baselines 5``: the reference file
+    is expected gradients' data source, as ``baseline=path`` is in Python; the result is the library's, bit for bit,
+    and a reference file of the wrong row shape is refused by name."""
+    from jaxsens._dense import dense_onnx
+    from jaxsens.cli import main
+
+    rng = np.random.default_rng(12)
+    layers = [{"W": rng.normal(size=(4, 6)), "b": rng.normal(size=6)}, {"W": rng.normal(size=(6, 2)),
+                                                                        "b": rng.normal(size=2)}]
+    onnx_path = tmp_path / "m.onnx"
+    import onnx
+
+    onnx.save(dense_onnx(layers, hidden="Tanh", output="Sigmoid"), onnx_path)
+    xs, ref = rng.normal(size=(37, 4)).astype(np.float32), rng.normal(loc=0.5, size=(50, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", xs)
+    np.save(tmp_path / "ref.npy", ref)
+    out = tmp_path / "out"
+    code = main(["importance", str(onnx_path), str(tmp_path / "x.npy"), "--method", "integrated-gradients",
+                 "--baseline", str(tmp_path / "ref.npy"), "--n-baselines", "5", "--n-steps", "4", "--out", str(out),
+                 "--quiet", "--no-plot"])
+    assert code == 0, capsys.readouterr().err
+    got = jaxsens.load_result(out / "importance.json")
+    lib = jaxsens.integrated_gradients(jaxsens.load_model(str(onnx_path)), tmp_path / "x.npy",
+                                       baseline=str(tmp_path / "ref.npy"), n_baselines=5, n_steps=4)
+    assert got.n_baselines == 5 and got.n_reference == 50
+    np.testing.assert_array_equal(got.importance, lib.importance)
+    zeros = jaxsens.integrated_gradients(jaxsens.load_model(str(onnx_path)), tmp_path / "x.npy", n_steps=4)
+    assert not np.allclose(got.importance, zeros.importance)  # the reference file was used, not the default
+    np.save(tmp_path / "bad.npy", ref[:, :3])
+    code = main(["importance", str(onnx_path), str(tmp_path / "x.npy"), "--method", "integrated-gradients",
+                 "--baseline", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "o2"), "--quiet", "--no-plot"])
+    assert code == 2 and "baseline" in capsys.readouterr().err

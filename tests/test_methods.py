@@ -164,7 +164,10 @@ def test_options_sharing_a_name_share_type_and_choices():
     from jaxsens._cli_importance import option_flags
 
     flags = option_flags(METHODS)  # raises on a clash or a name taken by a shared flag
-    assert set(flags) == {o.name for s in METHODS.values() for o in s.options if o.cli and o.type != "any"}
+    # every CLI option gets its flag: "any" options only where they name the CLI's type (a path for baseline)
+    assert set(flags) == {o.name for s in METHODS.values() for o in s.options
+                          if o.cli and (o.type != "any" or o.cli_type is not None)}
+    assert flags["baseline"].type is str
 
 
 # ------------------------------------------------------------------------------------ (a) exact zero
