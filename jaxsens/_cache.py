@@ -45,8 +45,8 @@ from typing import Any
 
 __all__ = [
     "ENV",
-    "architecture_text",
     "CompilationCacheWarning",
+    "architecture_text",
     "default_dir",
     "describe",
     "disable",

@@ -10,12 +10,12 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import onnx
 import pytest
+from _nobody import as_nobody, unwritable_folder
 
 import jaxsens
 from jaxsens import _cli_importance, examples
@@ -236,29 +236,12 @@ def test_out_is_checked_before_the_model_or_data_are_read(small_regression, tmp_
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses seteuid on Linux")
 def test_unwritable_out_is_refused_before_any_work(tmp_path, capsys):
-    """An --out folder the user cannot write to. Tests run as root here, whom permissions do not stop, so the run
-    happens with the effective uid of ``nobody`` (a real EACCES from the kernel, no mock), restored afterwards; the
-    folder lives under /tmp with mode 0755 because pytest's tmp_path is a 0700 folder ``nobody`` cannot enter."""
-    folder = tempfile.mkdtemp(prefix="jaxsens-ro-")
-    try:
-        os.chmod(folder, 0o755)
-        locked = os.path.join(folder, "ro")
-        os.mkdir(locked, 0o555)
+    """An --out folder the user cannot write to, written to as ``nobody`` (tests/_nobody.py: a real EACCES)."""
+    with unwritable_folder() as locked:
         args = ["importance", str(tmp_path / "no.onnx"), str(tmp_path / "no.npy"), "--out", locked]
-        if os.geteuid() == 0:
-            os.seteuid(65534)
-            try:
-                code = main(args)
-            finally:
-                os.seteuid(0)
-        else:
-            code = main(args)
-        assert code == 2
+        assert as_nobody(lambda: main(args)) == 2
         assert "is not writable" in _one_error_line(capsys.readouterr().err)
         assert os.listdir(locked) == []
-    finally:
-        os.chmod(os.path.join(folder, "ro"), 0o755)
-        shutil.rmtree(folder)
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])

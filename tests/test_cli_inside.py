@@ -12,14 +12,13 @@ import collections
 import functools
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 import keras
 import matplotlib.image
 import numpy as np
 import pytest
+from _nobody import as_nobody, unwritable_folder
 
 import jaxsens
 from converters.errors import ArgumentError, ArgumentTypeError
@@ -231,27 +230,12 @@ def test_outputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses seteuid on Linux")
 def test_unwritable_out_is_refused_before_loading(tmp_path, capsys):
-    """As in test_cli.py: as root the run takes the effective uid of ``nobody`` (a real EACCES, no mock)."""
-    folder = tempfile.mkdtemp(prefix="jaxsens-ro-")
-    try:
-        os.chmod(folder, 0o755)
-        locked = os.path.join(folder, "ro")
-        os.mkdir(locked, 0o555)
+    """As in test_cli.py: the run takes the effective uid of ``nobody`` (tests/_nobody.py: a real EACCES)."""
+    with unwritable_folder() as locked:
         args = ["activations", str(tmp_path / "no.keras"), "1,2,3", "--out", locked]
-        if os.geteuid() == 0:
-            os.seteuid(65534)
-            try:
-                code = main(args)
-            finally:
-                os.seteuid(0)
-        else:
-            code = main(args)
-        assert code == 2
+        assert as_nobody(lambda: main(args)) == 2
         assert "is not writable" in capsys.readouterr().err
         assert os.listdir(locked) == []
-    finally:
-        os.chmod(os.path.join(folder, "ro"), 0o755)
-        shutil.rmtree(folder)
 
 
 # --------------------------------------------------------------------------------------- the drawings
