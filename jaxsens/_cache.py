@@ -24,6 +24,10 @@ the persistent cache off for the rest of the process (the CLI's ``--no-cache``).
 and process-wide, the user's own JAX code in the same process is cached in the same folder after ``import
 jaxsens``; ``jaxsens info`` prints the folder and what set it.
 
+Next to the executables, in ``jaxsens-analyses/``, jaxsens keeps what it traces a converted model for before
+compiling (memory per sample, loops, structurally cut inputs), one JSON record of a few kB per architecture, so
+that a warm process traces the kernel only (:func:`persistent_analysis`); only in a folder jaxsens set itself.
+
 A folder that cannot be created or written is reported with a :class:`CompilationCacheWarning` and the process
 runs without a persistent cache (never an error). The folder may be deleted at any time; it only grows with
 new model structures, chunk shapes or versions (each entry is an executable of a few kB to a few MB). On CPUs,
