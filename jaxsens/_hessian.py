@@ -61,7 +61,8 @@ def _per_sample_hessian(model: Model, outputs: tuple[int, ...] | None, input_sha
 @functools.partial(jax.jit, static_argnames=("outputs", "input_shape"))
 def _kernel(model: Model, xs, mask, row_index, *, outputs, input_shape):
     """Per chunk: moments of ``H`` and ``|H|`` ``[k, n, n]``, of the row sums ``sum_j |H_ij|`` ``[k, n]`` and,
-    for inputs with more than one axis, of the by-feature aggregate ``[k, F, F]`` and its row sums ``[k, F]``."""
+    for inputs with more than one axis, of the by-feature aggregates ``[k, F, F]`` (of ``|H|`` and of ``H``) and
+    the row sums of the first ``[k, F]``."""
     del row_index  # deterministic method: no per-row randomness
     h = jax.vmap(_per_sample_hessian(model.with_unroll(0), outputs, input_shape))(xs)  # [B, k, n, n]
     abs_h = jnp.abs(h)
@@ -77,6 +78,8 @@ def _kernel(model: Model, xs, mask, row_index, *, outputs, input_shape):
         agg = jnp.sum(blocks, axis=(2, 4))  # [B, k, F, F]: sum over every pair of positions (t, s)
         stats["agg"] = _stats.moments_of(agg, mask)
         stats["agg_row"] = _stats.moments_of(jnp.sum(agg, axis=-1), mask)
+        signed = jnp.sum(h.reshape(blocks.shape), axis=(2, 4))  # the same sums of H itself
+        stats["agg_h"] = _stats.moments_of(signed, mask)
     return stats
 
 
@@ -104,8 +107,10 @@ class HessianImportance(Result):
         time_aggregate: for inputs with more than one axis (``[T, F]``), the by-feature aggregate: ``mean_abs``
             and ``stderr`` ``[n_outputs, F, F]`` of :math:`A_{fg} = \sum_{t,s} |H_{(t,f),(s,g)}|` (the absolute
             Hessian summed over every pair of time steps), and ``row`` / ``row_stderr`` ``[n_outputs, F]`` of its
-            row sums :math:`\sum_g A_{fg}` (the per-feature score: :meth:`feature_importance`). ``None`` for
-            1-D inputs.
+            row sums :math:`\sum_g A_{fg}` (the per-feature score: :meth:`feature_importance`); ``mean``, ``std``
+            and ``rms`` ``[n_outputs, F, F]`` of the signed sums :math:`S_{fg} = \sum_{t,s} H_{(t,f),(s,g)}` (the
+            Hessian of the output along a shift of features ``f`` and ``g`` at every time step; interactions of
+            opposite signs at different steps cancel in it, not in ``A``). ``None`` for 1-D inputs.
     """
 
     mean_abs: np.ndarray
@@ -226,6 +231,10 @@ def _finalize(stats, info, plan: Plan, call: Call) -> HessianImportance:
         agg, agg_stderr = _moments(stats["agg"])
         agg_row, agg_row_stderr = _moments(stats["agg_row"])
         aggregate = {"mean_abs": agg, "stderr": agg_stderr, "row": agg_row, "row_stderr": agg_row_stderr}
+        signed = stats["agg_h"]
+        s_mean = np.asarray(signed.mean, np.float64)
+        aggregate.update(mean=s_mean, std=_stats.std(signed),
+                         rms=np.sqrt(np.asarray(signed.m2, np.float64) / float(signed.count) + s_mean * s_mean))
     return HessianImportance(
         importance=row.reshape(len(outs), *shape),
         stderr=row_stderr.reshape(len(outs), *shape),

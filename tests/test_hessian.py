@@ -11,6 +11,8 @@ The shared invariants (exact zero, batch size, devices, NaN policy, CLI, save / 
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _tol import assert_f32_close
@@ -211,6 +213,19 @@ def test_sequence_input_full_hessian_and_by_feature_aggregate():
     assert_f32_close(imp, agg.sum(-1).mean(0), n_terms=2 * (N + 16), magnitude=scale)
     assert_f32_close(imp, r.importance.sum(axis=1), n_terms=2 * (N + 16), magnitude=scale)
     assert_f32_close(err, agg.sum(-1).std(0, ddof=1) / np.sqrt(N), n_terms=2 * (N + 16), magnitude=scale)
+    # the signed aggregate: sum over every pair of time steps of H itself (the Hessian along a shift of the
+    # features at every step), its mean, std (ddof = 1) and rms over samples
+    signed = h64.reshape(N, 1, t_steps, f, t_steps, f).sum(axis=(2, 4))
+    assert_f32_close(r.time_aggregate["mean"], signed.mean(0), n_terms=2 * (N + 16), magnitude=scale)
+    assert_f32_close(r.time_aggregate["std"], signed.std(0, ddof=1), n_terms=2 * (N + 16), magnitude=scale)
+    assert_f32_close(r.time_aggregate["rms"], np.sqrt((signed**2).mean(0)), n_terms=2 * (N + 16), magnitude=scale)
+    assert not np.allclose(r.time_aggregate["mean"], r.time_aggregate["mean_abs"])  # signs do cancel here
+    # an independent oracle of S: the Hessian of x -> f(x) along the shift of feature u and of v at every step
+    def along(c):
+        return lambda a, b: model.apply(model.params, c + a * np.eye(f)[0] + b * np.eye(f)[1])[0]
+
+    s0 = np.asarray(jax.hessian(along(jnp.asarray(xs[0])), argnums=(0, 1))(0.0, 0.0), np.float64)
+    assert_f32_close(s0, signed[0, 0], n_terms=4 * n, magnitude=scale)
     (a, b, value, _), = r.interactions()
     assert (a, b) == ("u", "v") and value == r.time_aggregate["mean_abs"][0, 0, 1]
     assert len(r.interactions(by="element", top=None)) == n * (n - 1) // 2
