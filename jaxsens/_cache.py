@@ -56,6 +56,7 @@ __all__ = [
     "disable",
     "enable",
     "enable_default",
+    "per_architecture",
     "persistent_analysis",
     "state",
 ]
@@ -74,7 +75,8 @@ class CompilationCacheWarning(UserWarning):
     """The persistent compilation cache's folder cannot be written; jaxsens runs without the cache."""
 
 
-_state: dict[str, Any] = {"enabled": False, "dir": None, "source": "not configured yet", "ours": False}
+_state: dict[str, Any] = {"enabled": False, "dir": None, "source": "not configured yet"}
+_set_dir: str | None = None  # the folder enable() set last: the only one persistent_analysis writes in
 
 ANALYSES = "jaxsens-analyses"
 """Sub-folder of a cache folder jaxsens set, for :func:`persistent_analysis`'s records."""
@@ -124,7 +126,7 @@ def enable(path: str | os.PathLike, *, source: str = "jaxsens.enable") -> bool:
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     reason = _writable(path)
     if reason is not None:
-        _state.update(enabled=False, dir=None, source=f"off: {path} is not writable ({reason})", ours=False)
+        _state.update(enabled=False, dir=None, source=f"off: {path} is not writable ({reason})")
         warnings.warn(
             f"jaxsens: the compilation cache folder {path} cannot be written ({reason}); compiling without a "
             f"persistent cache. Set {ENV} to a writable folder, or {ENV}=off to turn the cache off quietly.",
@@ -137,7 +139,9 @@ def enable(path: str | os.PathLike, *, source: str = "jaxsens.enable") -> bool:
     if jax.config.jax_persistent_cache_min_compile_time_secs == _JAX_DEFAULT_MIN_COMPILE_SECONDS:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     _reset_jax_cache()  # a cache object JAX opened on another folder would otherwise stay in use
-    _state.update(enabled=True, dir=path, source=source, ours=True)
+    global _set_dir
+    _set_dir = path
+    _state.update(enabled=True, dir=path, source=source)
     logger.info("jaxsens: persistent compilation cache in %s (%s)", path, source)
     return True
 
@@ -149,7 +153,7 @@ def disable(source: str = "jaxsens.disable") -> None:
 
     jax.config.update("jax_enable_compilation_cache", False)
     _reset_jax_cache()
-    _state.update(enabled=False, dir=None, source=f"off: {source}", ours=False)
+    _state.update(enabled=False, dir=None, source=f"off: {source}")
 
 
 def enable_default(env: Mapping[str, str] | None = None) -> None:
@@ -160,17 +164,17 @@ def enable_default(env: Mapping[str, str] | None = None) -> None:
     env = os.environ if env is None else env
     value = env.get(ENV, "").strip()
     if value.lower() in OFF_VALUES:
-        _state.update(enabled=False, dir=None, source=f"off: {ENV}={value}", ours=False)
+        _state.update(enabled=False, dir=None, source=f"off: {ENV}={value}")
         return
     if not jax.config.jax_enable_compilation_cache:
         _state.update(
-            enabled=False, dir=None, source="off: jax_enable_compilation_cache=False (JAX's setting)", ours=False
+            enabled=False, dir=None, source="off: jax_enable_compilation_cache=False (JAX's setting)"
         )
         return
     own = jax.config.jax_compilation_cache_dir
     if own:
         _state.update(
-            enabled=True, dir=own, source="JAX's own setting (jax_compilation_cache_dir), left as it is", ours=False
+            enabled=True, dir=own, source="JAX's own setting (jax_compilation_cache_dir), left as it is"
         )
         return
     if value:
@@ -181,7 +185,39 @@ def enable_default(env: Mapping[str, str] | None = None) -> None:
 
 def state() -> dict[str, Any]:
     """``{"enabled": bool, "dir": folder or None, "source": what decided it}`` for this process."""
-    return {k: v for k, v in _state.items() if k != "ours"}
+    return dict(_state)
+
+
+def per_architecture(cache: dict, model, compute, *extra, limit: int = 256, persist: str | None = None,
+                     decode=None):
+    """``compute()`` cached in ``cache`` by the model's architecture (its pytree structure and the shapes and dtypes
+    of its leaves, not their values) and ``extra``: for analyses of the traced graph, which every model of one
+    architecture shares. Unhashable static metadata computes without caching; at most ``limit`` entries.
+
+    ``persist``: a name for the analysis to be kept on disk across processes as well (a JSON value, read back by
+    ``decode``; :func:`persistent_analysis`), for models whose architecture has a stable text
+    (:func:`architecture_text`)."""
+    import jax
+    import numpy as np
+
+    leaves, treedef = jax.tree.flatten(model)
+    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves), *extra)
+    if persist is not None:
+        inner = compute
+
+        def compute():
+            return persistent_analysis(persist, architecture_text(model, extra), inner, decode=decode)
+
+    try:
+        return cache[key]
+    except TypeError:  # unhashable static metadata
+        return compute()
+    except KeyError:
+        pass
+    value = compute()
+    if len(cache) < limit:
+        cache[key] = value
+    return value
 
 
 def architecture_text(model, extra=()) -> str | None:
@@ -225,7 +261,8 @@ def persistent_analysis(kind: str, key: str | None, compute, *, decode):
     record's JSON value -> the value, or ``None`` for a malformed one (then it is computed and written again).
     A record that cannot be read or written is ignored: the value is computed as without the cache.
     """
-    folder = os.path.join(_state["dir"], ANALYSES) if _state.get("enabled") and _state.get("ours") else None
+    ours = _state["enabled"] and _state["dir"] is not None and _state["dir"] == _set_dir
+    folder = os.path.join(_state["dir"], ANALYSES) if ours else None
     if folder is None or key is None:
         return compute()
     from jaxsens._checkpoint import software  # versions: a traced graph may change with jax or jaxsens

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters.errors import ArgumentError, JaxsensError
-from jaxsens import _cache, _engine
+from jaxsens import _engine
+from jaxsens._cache import per_architecture
 
 __all__ = ["check_model"]
 
@@ -97,36 +98,6 @@ def _wrt_hint(model) -> str:
 
 
 _CUT_CACHE: dict = {}
-
-
-def per_architecture(cache: dict, model, compute, *extra, limit: int = 256, persist: str | None = None,
-                     decode=None):
-    """``compute()`` cached in ``cache`` by the model's architecture (its pytree structure and the shapes and dtypes
-    of its leaves, not their values) and ``extra``: for analyses of the traced graph, which every model of one
-    architecture shares. Unhashable static metadata computes without caching; at most ``limit`` entries.
-
-    ``persist``: a name for the analysis to be kept on disk across processes as well (a JSON value, read back by
-    ``decode``; :func:`jaxsens._cache.persistent_analysis`), for models whose architecture has a stable text
-    (:func:`jaxsens._cache.architecture_text`)."""
-    leaves, treedef = jax.tree.flatten(model)
-    key = (treedef, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves), *extra)
-    if persist is not None:
-        inner = compute
-
-        def compute():
-            text = _cache.architecture_text(model, extra)
-            return _cache.persistent_analysis(persist, text, inner, decode=decode)
-
-    try:
-        return cache[key]
-    except TypeError:  # unhashable static metadata
-        return compute()
-    except KeyError:
-        pass
-    value = compute()
-    if len(cache) < limit:
-        cache[key] = value
-    return value
 
 
 def _cut_inputs(model, shapes) -> tuple[str, ...]:

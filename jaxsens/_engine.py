@@ -319,26 +319,9 @@ def model_bytes_per_sample(model, tag, fn: Callable, *args) -> int:
     ``args``; ``fn`` must depend on nothing else. For converted models the value is also kept on disk, so that
     a new process does not trace again (:func:`jaxsens._cache.persistent_analysis`).
     """
-    leaves, treedef = jax.tree.flatten(model)
     arg_avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in args)
-    avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves) + arg_avals
-    key = (treedef, avals, tag)
-
-    def compute():  # kept on disk too for converted models (the analysis a warm first call would trace again)
-        text = _cache.architecture_text(model, (tag, arg_avals))
-        return _cache.persistent_analysis("bytes-per-sample", text, lambda: estimate_bytes_per_sample(fn, *args),
-                                          decode=_positive_int)
-
-    try:
-        return _BYTES_CACHE[key]
-    except TypeError:  # unhashable static metadata: estimate without caching
-        return estimate_bytes_per_sample(fn, *args)
-    except KeyError:
-        pass
-    value = compute()
-    if len(_BYTES_CACHE) < 256:
-        _BYTES_CACHE[key] = value
-    return value
+    return _cache.per_architecture(_BYTES_CACHE, model, lambda: estimate_bytes_per_sample(fn, *args), tag, arg_avals,
+                                   persist="bytes-per-sample", decode=_positive_int)
 
 
 def _positive_int(value) -> int | None:

@@ -232,9 +232,7 @@ def _finalize(stats, info, plan: Plan, call: Call) -> HessianImportance:
         agg_row, agg_row_stderr = _moments(stats["agg_row"])
         aggregate = {"mean_abs": agg, "stderr": agg_stderr, "row": agg_row, "row_stderr": agg_row_stderr}
         signed = stats["agg_h"]
-        s_mean = np.asarray(signed.mean, np.float64)
-        aggregate.update(mean=s_mean, std=_stats.std(signed),
-                         rms=np.sqrt(np.asarray(signed.m2, np.float64) / float(signed.count) + s_mean * s_mean))
+        aggregate.update(mean=np.asarray(signed.mean, np.float64), std=_stats.std(signed), rms=_stats.rms(signed))
     return HessianImportance(
         importance=row.reshape(len(outs), *shape),
         stderr=row_stderr.reshape(len(outs), *shape),
@@ -242,7 +240,7 @@ def _finalize(stats, info, plan: Plan, call: Call) -> HessianImportance:
         mean_abs_stderr=mean_abs_stderr,
         mean=mean,
         std=_stats.std(h),
-        rms=np.sqrt(np.asarray(h.m2, np.float64) / float(h.count) + mean * mean),
+        rms=_stats.rms(h),
         time_aggregate=aggregate,
         n_samples=info.n_samples,
         n_skipped=info.n_skipped,

@@ -562,7 +562,7 @@ def _finalize(jac: _stats.Moments, abs_jac: _stats.Moments, s: np.ndarray) -> di
         "mean_abs": np.asarray(abs_jac.mean, np.float64),
         "mean": mean,
         "std": _stats.std(jac),
-        "rms": np.sqrt(np.asarray(jac.m2, np.float64) / n + mean * mean),
+        "rms": _stats.rms(jac),
         "stderr": _stats.std(abs_jac) / math.sqrt(n),
     }
     return {k: v * s for k, v in out.items()}

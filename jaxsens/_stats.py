@@ -43,6 +43,7 @@ __all__ = [
     "merge",
     "moments_of",
     "poisson_weights",
+    "rms",
     "scale_std",
     "std",
     "to_host",
@@ -237,6 +238,12 @@ def variance(m: Moments, *, ddof: int = 1) -> np.ndarray:
 def std(m: Moments, *, ddof: int = 1) -> np.ndarray:
     """Standard deviation ``sqrt(m2 / (count - ddof))``."""
     return np.sqrt(variance(m, ddof=ddof))
+
+
+def rms(m: Moments) -> np.ndarray:
+    """Root mean square ``sqrt(mean(v^2)) = sqrt(m2 / count + mean^2)``, in float64."""
+    mean = np.asarray(m.mean, np.float64)
+    return np.sqrt(np.asarray(m.m2, np.float64) / float(m.count) + mean * mean)
 
 
 def scale_std(m: Moments, names: Sequence[str], *, option: str = "scale='std'") -> np.ndarray:

@@ -32,7 +32,7 @@ _SETTINGS = (
 def pristine():
     """JAX's cache settings as in a process that never set them; restored (and jaxsens's state) afterwards."""
     saved = {k: getattr(jax.config, k) for k in _SETTINGS}
-    saved_state = _cache.state()
+    saved_state, saved_set = _cache.state(), _cache._set_dir
     jax.config.update("jax_compilation_cache_dir", None)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
@@ -41,6 +41,7 @@ def pristine():
         jax.config.update(k, v)
     _cache._state.clear()
     _cache._state.update(saved_state)
+    _cache._set_dir = saved_set
     _cache._reset_jax_cache()
 
 

@@ -248,7 +248,7 @@ def _recurrent(
     # A function traced for one reverse-mode derivative (ctx.reverse_only) runs each LSTM direction of a real batch
     # as a custom VJP with a hand-written backward scan (_lstm_scan_reverse_only, which projects the inputs itself);
     # everything else keeps the lowering below, which JAX differentiates in any mode.
-    custom_vjp = kind == "LSTM" and minor and getattr(ctx, "reverse_only", False)
+    custom_vjp = kind == "LSTM" and minor and ctx.reverse_only
     if custom_vjp:
         xw = None
     elif minor:
